@@ -1,0 +1,1030 @@
+//! One function per subcommand. Each returns the exit code; output goes to stdout,
+//! diagnostics and errors to stderr.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::CommandFactory;
+use runbook_core::model::{
+    Action, CaptureSource, CaptureType, OnFail, OnFailSimple, ParamType, Runbook, Step, StepKind,
+};
+use runbook_core::plan::{Edge, Plan};
+use runbook_core::template::{Context, Renderer};
+use runbook_core::validate::builtins;
+use serde_json::{Value, json};
+
+use crate::diagnostics::{self, counts};
+use crate::library::{self, Loaded};
+use crate::{Cli, Command, Exit, GraphFormat, OutputFormat, ShowFormat, table};
+
+/// Run the chosen subcommand.
+pub fn run(cli: &Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::List => list(cli),
+        Command::Show { name, format } => show(cli, name, *format),
+        Command::Validate {
+            paths,
+            deny_warnings,
+            format,
+        } => validate(cli, paths, *deny_warnings, *format),
+        Command::Plan {
+            name,
+            params,
+            format,
+        } => plan(cli, name, params, *format),
+        Command::Graph { name, format } => graph(cli, name, *format),
+        Command::Schema => {
+            emit(&runbook_core::model::json_schema())?;
+            Ok(Exit::Success)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "runbook", &mut buf);
+            std::io::stdout().lock().write_all(&buf)?;
+            Ok(Exit::Success)
+        }
+    }
+}
+
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = anstream::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Load a runbook by name and stop with its diagnostics unless it is valid.
+fn load_valid(cli: &Cli, name: &str) -> anyhow::Result<Result<Loaded, Exit>> {
+    let path = library::resolve(name, &cli.dirs)?;
+    let loaded = Loaded::read(&path)?;
+    if loaded.checked.valid().is_none() {
+        let (errors, warnings) = diagnostics::report(&loaded, false);
+        diagnostics::error(&format!(
+            "{} is not a valid runbook ({})",
+            path.display(),
+            counts(errors, warnings)
+        ));
+        return Ok(Err(Exit::Invalid));
+    }
+    Ok(Ok(loaded))
+}
+
+fn list(cli: &Cli) -> anyhow::Result<Exit> {
+    let files = library::all_files(&cli.dirs)?;
+    let mut rows = Vec::new();
+    let mut invalid = 0;
+    for path in files {
+        let loaded = Loaded::read(&path)?;
+        let valid = loaded.checked.valid().is_some();
+        if !valid {
+            invalid += 1;
+        }
+        let rb = loaded.checked.runbook.as_ref();
+        rows.push(vec![
+            loaded.name(),
+            rb.and_then(|r| r.severity)
+                .map_or("-".into(), |s| s.as_str().to_string()),
+            rb.map_or("-".into(), |r| r.steps.len().to_string()),
+            match rb {
+                Some(r) if valid => r.title.value.clone(),
+                Some(r) => format!("{} (invalid: run `runbook validate`)", r.title.value),
+                None => "(invalid: run `runbook validate`)".into(),
+            },
+        ]);
+    }
+    if rows.is_empty() {
+        let dirs: Vec<String> = library::search_path(&cli.dirs)
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        diagnostics::warning(&format!("no runbooks found in {}", dirs.join(", ")));
+        return Ok(Exit::Success);
+    }
+    emit(&table::render(
+        &["NAME", "SEVERITY", "STEPS", "TITLE"],
+        &rows,
+    ))?;
+    if invalid > 0 {
+        diagnostics::warning(&format!(
+            "{invalid} runbook(s) are invalid; `runbook validate` shows why"
+        ));
+    }
+    Ok(Exit::Success)
+}
+
+fn validate(
+    cli: &Cli,
+    paths: &[PathBuf],
+    deny_warnings: bool,
+    format: OutputFormat,
+) -> anyhow::Result<Exit> {
+    let mut files = Vec::new();
+    if paths.is_empty() {
+        files = library::all_files(&cli.dirs)?;
+    } else {
+        for p in paths {
+            if p.is_dir() {
+                files.extend(library::files_in(p)?);
+            } else if p.is_file() {
+                files.push(p.clone());
+            } else {
+                bail!("no such file or directory: {}", p.display());
+            }
+        }
+    }
+    if files.is_empty() {
+        bail!("no runbook files found (looked for *.yaml and *.yml)");
+    }
+    let (mut errors, mut warnings, mut bad_files) = (0, 0, 0);
+    let mut json_lines = String::new();
+    for path in &files {
+        let loaded = Loaded::read(path)?;
+        let (e, w) = match format {
+            OutputFormat::Human => diagnostics::report(&loaded, deny_warnings),
+            OutputFormat::Json => {
+                let mut counts = (0, 0);
+                for d in &loaded.checked.diagnostics {
+                    let mut v = diagnostics::to_json(&loaded, d);
+                    if deny_warnings {
+                        v["severity"] = "error".into();
+                    }
+                    if d.is_error() || deny_warnings {
+                        counts.0 += 1;
+                    } else {
+                        counts.1 += 1;
+                    }
+                    json_lines.push_str(&v.to_string());
+                    json_lines.push('\n');
+                }
+                counts
+            }
+        };
+        if e > 0 {
+            bad_files += 1;
+        }
+        errors += e;
+        warnings += w;
+    }
+    if format == OutputFormat::Json {
+        emit(&json_lines)?;
+    }
+    let summary = format!(
+        "{} checked: {}",
+        plural(files.len(), "runbook"),
+        counts(errors, warnings)
+    );
+    if errors > 0 {
+        diagnostics::error(&format!("{summary}; {} invalid", plural(bad_files, "file")));
+        Ok(Exit::Invalid)
+    } else {
+        let mut err = anstream::stderr();
+        let _ = writeln!(err, "{summary}");
+        Ok(Exit::Success)
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Parameter values for a static plan: given, defaulted, from the environment, or missing.
+struct PlanParams {
+    values: serde_json::Map<String, Value>,
+    notes: Vec<String>,
+}
+
+fn plan_params(rb: &Runbook, given: &[String]) -> anyhow::Result<PlanParams> {
+    let mut raw: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for item in given {
+        let Some((k, v)) = item.split_once('=') else {
+            bail!("--param `{item}` is not NAME=VALUE");
+        };
+        if !rb.params.contains_key(k) {
+            let hint = runbook_core::diag::did_you_mean(k, rb.params.keys().map(String::as_str))
+                .unwrap_or_else(|| {
+                    format!(
+                        "parameters: {}",
+                        rb.params.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                });
+            problems.push(format!("unknown parameter `{k}` ({hint})"));
+            continue;
+        }
+        raw.insert(k, v);
+    }
+    let mut values = serde_json::Map::new();
+    let mut notes = Vec::new();
+    for (name, p) in &rb.params {
+        let secret = p.ty.value == ParamType::Secret;
+        let text = match raw.get(name.as_str()) {
+            Some(v) => Some((*v).to_string()),
+            None => match p.source() {
+                Some(runbook_core::model::ParamSource::Env(var)) => std::env::var(var).ok(),
+                _ => None,
+            },
+        };
+        let value = match text {
+            Some(t) => match runbook_core::convert::coerce_param(p, &t) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("parameter `{name}`: {e}"));
+                    continue;
+                }
+            },
+            None => match &p.default {
+                Some(d) => d.value.clone(),
+                None => {
+                    let why = match &p.from {
+                        Some(from) => format!("resolved at run time from {}", from.value),
+                        None if p.is_required() => "required, not given".to_string(),
+                        None => "optional, not given".to_string(),
+                    };
+                    notes.push(format!("{name}: {why}"));
+                    Value::String(format!("<{name}>"))
+                }
+            },
+        };
+        values.insert(
+            name.clone(),
+            if secret {
+                Value::String("***".into())
+            } else {
+                value
+            },
+        );
+    }
+    if !problems.is_empty() {
+        bail!("invalid parameters:\n  {}", problems.join("\n  "));
+    }
+    Ok(PlanParams { values, notes })
+}
+
+/// The template data for a static plan: params, and placeholders for what runs produce.
+fn plan_data(rb: &Runbook, params: &PlanParams) -> Value {
+    let steps: serde_json::Map<String, Value> = rb
+        .steps
+        .iter()
+        .map(|s| {
+            let fields: serde_json::Map<String, Value> = s
+                .capture
+                .keys()
+                .map(String::as_str)
+                .chain(builtins(s).iter().copied())
+                .map(|f| {
+                    (
+                        f.to_string(),
+                        Value::String(format!("<steps.{}.{f}>", s.id.value)),
+                    )
+                })
+                .collect();
+            (s.id.value.clone(), Value::Object(fields))
+        })
+        .collect();
+    let env: serde_json::Map<String, Value> = rb
+        .env
+        .iter()
+        .map(|e| (e.value.clone(), Value::String(format!("<env.{}>", e.value))))
+        .collect();
+    json!({
+        "params": params.values,
+        "steps": steps,
+        "env": env,
+        "run": { "id": "<run.id>", "operator": "<run.operator>", "mode": "<run.mode>", "started_at": "<run.started_at>", "runbook": rb.name.value },
+    })
+}
+
+struct Rendered {
+    title: String,
+    confirm: Option<String>,
+    action: Value,
+    lines: Vec<String>,
+}
+
+fn render_step(r: &Renderer, step: &Step, data: &Value) -> Rendered {
+    let render = |ctx: Context, text: &str| {
+        r.render(ctx, text, data)
+            .unwrap_or_else(|e| format!("<cannot render: {e}>"))
+    };
+    let title = render(Context::Text, &step.title);
+    let confirm = step.confirm.as_ref().map(|c| render(Context::Text, c));
+    let (action, lines) = match &step.action {
+        Some(Action::Shell(sh)) => {
+            let run = render(Context::Shell, &sh.run);
+            let env: BTreeMap<&str, String> = sh
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), render(Context::Text, v)))
+                .collect();
+            let cwd = sh.cwd.as_ref().map(|c| render(Context::Text, c));
+            let mut lines: Vec<String> = run
+                .lines()
+                .enumerate()
+                .map(|(i, l)| {
+                    if i == 0 {
+                        format!("$ {l}")
+                    } else {
+                        format!("  {l}")
+                    }
+                })
+                .collect();
+            for (k, v) in &env {
+                lines.push(format!("env {k}={v}"));
+            }
+            if let Some(c) = &cwd {
+                lines.push(format!("cwd {c}"));
+            }
+            (
+                json!({"shell": {"run": run, "env": env, "cwd": cwd, "interpreter": sh.interpreter.as_deref().unwrap_or("bash")}}),
+                lines,
+            )
+        }
+        Some(Action::Http(h)) => {
+            let url = render(Context::Url, &h.url);
+            let headers: BTreeMap<&str, String> = h
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), render(Context::Text, v)))
+                .collect();
+            let body = h.body.as_ref().map(|b| render(Context::Text, b));
+            let status = if h.status.is_empty() {
+                "2xx".to_string()
+            } else {
+                h.status
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut lines = vec![format!(
+                "{} {url}  (expect status {status})",
+                h.method.as_str()
+            )];
+            lines.extend(headers.iter().map(|(k, v)| format!("header {k}: {v}")));
+            if let Some(b) = &body {
+                lines.push(format!("body {b}"));
+            }
+            (
+                json!({"http": {"method": h.method.as_str(), "url": url, "headers": headers, "body": body, "status": h.status}}),
+                lines,
+            )
+        }
+        Some(Action::Wait(d)) => (json!({"wait": d.text}), vec![format!("wait {}", d.text)]),
+        Some(Action::Manual(text)) => {
+            let text = render(Context::Text, text);
+            let lines = text.lines().map(|l| format!("manual: {l}")).collect();
+            (json!({"manual": text}), lines)
+        }
+        Some(Action::SsmCommand(c)) => {
+            let commands: Vec<String> = c
+                .commands
+                .iter()
+                .map(|x| render(Context::Shell, x))
+                .collect();
+            let instance_ids: Vec<String> = c
+                .instance_ids
+                .iter()
+                .map(|x| render(Context::Text, x))
+                .collect();
+            let tags: BTreeMap<&str, Vec<String>> = c
+                .tags
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str(),
+                        v.iter().map(|x| render(Context::Text, x)).collect(),
+                    )
+                })
+                .collect();
+            let document = c.document.as_deref().unwrap_or("AWS-RunShellScript");
+            let targets = if instance_ids.is_empty() {
+                tags.iter()
+                    .map(|(k, v)| format!("tag:{k}={}", v.join(",")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                instance_ids.join(", ")
+            };
+            let mut lines = vec![format!(
+                "aws ssm SendCommand document={document} targets=[{targets}]"
+            )];
+            if let Some(mc) = &c.max_concurrency {
+                lines.push(format!("max concurrency {mc}"));
+            }
+            if let Some(me) = &c.max_errors {
+                lines.push(format!("max errors {me}"));
+            }
+            lines.extend(commands.iter().map(|x| format!("$ {x}")));
+            (
+                json!({"ssm_command": {"service": "ssm", "operation": "SendCommand", "document": document, "commands": commands, "instance_ids": instance_ids, "tags": tags, "max_concurrency": c.max_concurrency, "max_errors": c.max_errors}}),
+                lines,
+            )
+        }
+        Some(Action::SsmAutomation(a)) => {
+            let parameters: BTreeMap<&str, Vec<String>> = a
+                .parameters
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str(),
+                        v.iter().map(|x| render(Context::Text, x)).collect(),
+                    )
+                })
+                .collect();
+            let shown: Vec<String> = parameters
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.join(",")))
+                .collect();
+            (
+                json!({"ssm_automation": {"service": "ssm", "operation": "StartAutomationExecution", "document": a.document.value, "parameters": parameters}}),
+                vec![format!(
+                    "aws ssm StartAutomationExecution document={} {}",
+                    a.document.value,
+                    shown.join(" ")
+                )],
+            )
+        }
+        None => (Value::Null, Vec::new()),
+    };
+    Rendered {
+        title,
+        confirm,
+        action,
+        lines,
+    }
+}
+
+fn capture_text(source: &CaptureSource) -> String {
+    match source {
+        CaptureSource::Stdout(t) => {
+            let name = CaptureType::ALL
+                .iter()
+                .find(|(_, x)| x == t)
+                .map_or("text", |(n, _)| n);
+            format!("stdout as {name}")
+        }
+        CaptureSource::Json(e) => format!("json {}", e.value),
+        CaptureSource::Regex(r) => format!("regex {}", r.value),
+    }
+}
+
+fn on_fail_text(on_fail: &OnFail) -> String {
+    match on_fail {
+        OnFail::Simple(OnFailSimple::Abort) => "abort".into(),
+        OnFail::Simple(OnFailSimple::Continue) => "continue".into(),
+        OnFail::Simple(OnFailSimple::Escalate) => "escalate".into(),
+        OnFail::Goto { goto } => format!("go to {}", goto.value),
+        OnFail::RetryFrom {
+            retry_from,
+            attempts,
+        } => format!("retry from {} (at most {attempts} times)", retry_from.value),
+    }
+}
+
+/// Ids of a step's predecessors, unless it simply follows the step listed before it.
+fn after(rb: &Runbook, plan: &Plan, i: usize) -> Vec<String> {
+    let incoming: Vec<(usize, Edge)> = plan.incoming(i).collect();
+    if incoming.iter().all(|(_, e)| *e == Edge::Next) {
+        return Vec::new();
+    }
+    let mut ids: Vec<(usize, String)> = incoming
+        .iter()
+        .map(|(s, e)| {
+            let id = rb.steps[*s].id.value.clone();
+            (
+                *s,
+                if *e == Edge::FailGoto {
+                    format!("{id} (on failure)")
+                } else {
+                    id
+                },
+            )
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.into_iter().map(|(_, id)| id).collect()
+}
+
+fn branch_skips(rb: &Runbook, plan: &Plan, i: usize, edge: Edge) -> Vec<String> {
+    plan.skipped_when(rb, i, edge)
+        .into_iter()
+        .map(|s| rb.steps[s].id.value.clone())
+        .collect()
+}
+
+fn plan(cli: &Cli, name: &str, given: &[String], format: OutputFormat) -> anyhow::Result<Exit> {
+    let loaded = match load_valid(cli, name)? {
+        Ok(l) => l,
+        Err(exit) => return Ok(exit),
+    };
+    let Some((rb, plan)) = loaded.checked.valid() else {
+        return Ok(Exit::Invalid);
+    };
+    let params =
+        plan_params(rb, given).with_context(|| format!("cannot plan {}", rb.name.value))?;
+    let data = plan_data(rb, &params);
+    let renderer = Renderer::new();
+    let mut steps_json = Vec::new();
+    let mut out = String::new();
+    let sev = rb
+        .severity
+        .map(|s| format!(" ({})", s.as_str()))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "plan: {} — {}{sev}\n",
+        rb.name.value, rb.title.value
+    ));
+    if !params.values.is_empty() {
+        let shown: Vec<String> = params
+            .values
+            .iter()
+            .map(|(k, v)| format!("{k}={}", value_text(v)))
+            .collect();
+        out.push_str(&format!("params: {}\n", shown.join(" ")));
+    }
+    for note in &params.notes {
+        out.push_str(&format!("  note: {note}\n"));
+    }
+    out.push_str(&format!("{} steps, nothing runs\n\n", rb.steps.len()));
+    let width = rb.steps.len().to_string().len();
+    for (n, &i) in plan.order.iter().enumerate() {
+        let step = &rb.steps[i];
+        let r = render_step(&renderer, step, &data);
+        out.push_str(&format!(
+            "{:>width$}. {:<6} {}  {}\n",
+            n + 1,
+            step.kind.value.as_str(),
+            step.id.value,
+            r.title
+        ));
+        let pad = " ".repeat(width + 9);
+        let after = after(rb, plan, i);
+        if !after.is_empty() {
+            out.push_str(&format!("{pad}after: {}\n", after.join(", ")));
+        }
+        for line in &r.lines {
+            out.push_str(&format!("{pad}{line}\n"));
+        }
+        for (cname, cap) in &step.capture {
+            let secret = if cap.secret { " (secret)" } else { "" };
+            out.push_str(&format!(
+                "{pad}capture {cname} ← {}{secret}\n",
+                capture_text(&cap.source)
+            ));
+        }
+        if let Some(e) = &step.expect {
+            out.push_str(&format!("{pad}expect {}\n", e.value));
+        }
+        if let Some(retry) = &step.retry {
+            let interval = retry
+                .interval
+                .as_ref()
+                .map_or("5s".to_string(), |d| d.text.clone());
+            let backoff = retry
+                .backoff
+                .map(|b| format!(", backoff ×{b}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{pad}retry {} attempts every {interval}{backoff}\n",
+                retry.attempts
+            ));
+        }
+        if let Some(t) = &step.timeout {
+            out.push_str(&format!("{pad}timeout {}\n", t.text));
+        }
+        if let Some(c) = &r.confirm {
+            out.push_str(&format!("{pad}confirm: {c}\n"));
+        }
+        if let Some(f) = &step.on_fail {
+            out.push_str(&format!("{pad}on failure: {}\n", on_fail_text(f)));
+        }
+        let mut cases_json = Vec::new();
+        for (k, case) in step.cases.iter().enumerate() {
+            let skips = branch_skips(rb, plan, i, Edge::Case(k));
+            let skip_text = if skips.is_empty() {
+                String::new()
+            } else {
+                format!("  (skips {})", skips.join(", "))
+            };
+            out.push_str(&format!(
+                "{pad}when {} → {}{skip_text}\n",
+                case.when.value, case.goto.value
+            ));
+            cases_json
+                .push(json!({"when": case.when.value, "goto": case.goto.value, "skips": skips}));
+        }
+        let mut default_json = Value::Null;
+        if step.kind.value == StepKind::Branch {
+            if let Some(d) = &step.default {
+                let skips = branch_skips(rb, plan, i, Edge::Default);
+                let skip_text = if skips.is_empty() {
+                    String::new()
+                } else {
+                    format!("  (skips {})", skips.join(", "))
+                };
+                out.push_str(&format!("{pad}otherwise → {}{skip_text}\n", d.value));
+                default_json = json!({"goto": d.value, "skips": skips});
+            } else {
+                out.push_str(&format!(
+                    "{pad}otherwise → continue with what does not depend on this branch\n"
+                ));
+            }
+        }
+        steps_json.push(json!({
+            "position": n + 1,
+            "id": step.id.value,
+            "kind": step.kind.value.as_str(),
+            "title": r.title,
+            "after": plan.incoming(i).map(|(s, _)| rb.steps[s].id.value.clone()).collect::<Vec<_>>(),
+            "action": r.action,
+            "captures": step.capture.iter().map(|(k, c)| (k.clone(), json!({"source": capture_text(&c.source), "secret": c.secret}))).collect::<serde_json::Map<_, _>>(),
+            "expect": step.expect.as_ref().map(|e| e.value.clone()),
+            "confirm": r.confirm,
+            "on_fail": step.on_fail.as_ref().map(|f| on_fail_text(f)),
+            "timeout": step.timeout.as_ref().map(|t| t.text.clone()),
+            "retry": step.retry.as_ref().map(|r| json!({"attempts": r.attempts, "interval": r.interval.as_ref().map(|d| d.text.clone()), "backoff": r.backoff})),
+            "cases": cases_json,
+            "default": default_json,
+        }));
+    }
+    match format {
+        OutputFormat::Human => emit(&out)?,
+        OutputFormat::Json => {
+            let doc = json!({
+                "runbook": rb.name.value,
+                "title": rb.title.value,
+                "severity": rb.severity.map(|s| s.as_str()),
+                "params": params.values,
+                "unresolved": params.notes,
+                "steps": steps_json,
+            });
+            emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn show(cli: &Cli, name: &str, format: ShowFormat) -> anyhow::Result<Exit> {
+    let loaded = match load_valid(cli, name)? {
+        Ok(l) => l,
+        Err(exit) => return Ok(exit),
+    };
+    let Some((rb, plan)) = loaded.checked.valid() else {
+        return Ok(Exit::Invalid);
+    };
+    let text = match format {
+        ShowFormat::Json => serde_json::to_string_pretty(rb)? + "\n",
+        ShowFormat::Human => show_text(rb, plan, false),
+        ShowFormat::Markdown => show_text(rb, plan, true),
+    };
+    emit(&text)?;
+    Ok(Exit::Success)
+}
+
+/// The procedure as a person reads it; `markdown` writes a wiki page.
+fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
+    let mut o = String::new();
+    let sev = rb.severity.map(|s| s.as_str()).unwrap_or("-");
+    if markdown {
+        o.push_str(&format!("# {}\n\n", rb.title.value));
+        o.push_str(&format!("`{}` · severity {sev}", rb.name.value));
+        if !rb.tags.is_empty() {
+            o.push_str(&format!(" · tags: {}", rb.tags.join(", ")));
+        }
+        o.push_str("\n\n");
+    } else {
+        o.push_str(&format!(
+            "{} — {}\nseverity {sev}",
+            rb.name.value, rb.title.value
+        ));
+        if !rb.tags.is_empty() {
+            o.push_str(&format!(" · tags: {}", rb.tags.join(", ")));
+        }
+        o.push('\n');
+    }
+    if let Some(d) = &rb.description {
+        o.push_str(&format!("\n{}\n", d.trim_end()));
+    }
+    if !rb.params.is_empty() {
+        let rows: Vec<Vec<String>> = rb
+            .params
+            .iter()
+            .map(|(n, p)| {
+                let mut ty = p.ty.value.as_str().to_string();
+                if !p.values.is_empty() {
+                    ty = format!(
+                        "{ty} ({})",
+                        p.values
+                            .iter()
+                            .map(|v| v.value.as_str())
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    );
+                }
+                let default = match (&p.default, &p.from) {
+                    (Some(d), _) => value_text(&d.value),
+                    (None, Some(f)) => format!("from {}", f.value),
+                    (None, None) if p.is_required() => "(required)".into(),
+                    (None, None) => "-".into(),
+                };
+                vec![
+                    n.clone(),
+                    ty,
+                    default,
+                    p.description.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        if markdown {
+            o.push_str(
+                "\n## Parameters\n\n| name | type | default | description |\n|---|---|---|---|\n",
+            );
+            for r in rows {
+                o.push_str(&format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    r[0],
+                    r[1],
+                    md_cell(&r[2]),
+                    md_cell(&r[3])
+                ));
+            }
+        } else {
+            o.push_str("\nParameters\n");
+            for line in table::render(&["NAME", "TYPE", "DEFAULT", "DESCRIPTION"], &rows).lines() {
+                o.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+    if !rb.escalation.is_empty() {
+        o.push_str(if markdown {
+            "\n## Escalation\n\n"
+        } else {
+            "\nEscalation\n"
+        });
+        for e in &rb.escalation {
+            if markdown {
+                o.push_str(&format!("- after {}: {}\n", e.after.text, e.to));
+            } else {
+                o.push_str(&format!("  after {:<5} → {}\n", e.after.text, e.to));
+            }
+        }
+    }
+    o.push_str(if markdown {
+        "\n## Procedure\n"
+    } else {
+        "\nProcedure\n"
+    });
+    for (n, &i) in plan.order.iter().enumerate() {
+        let s = &rb.steps[i];
+        let kind = s.kind.value.as_str();
+        if markdown {
+            o.push_str(&format!("\n### {}. {} ({kind})\n\n", n + 1, s.title.value));
+            o.push_str(&format!("Step `{}`.", s.id.value));
+        } else {
+            o.push_str(&format!(
+                "\n  {}. [{kind}] {}  ({})\n",
+                n + 1,
+                s.title.value,
+                s.id.value
+            ));
+        }
+        let after = after(rb, plan, i);
+        if !after.is_empty() {
+            o.push_str(&if markdown {
+                format!(" After: {}.", after.join(", "))
+            } else {
+                format!("     after: {}\n", after.join(", "))
+            });
+        }
+        if markdown {
+            o.push('\n');
+        }
+        if let Some(d) = &s.description {
+            for line in d.trim_end().lines() {
+                o.push_str(&if markdown {
+                    format!("\n{line}")
+                } else {
+                    format!("     {line}\n")
+                });
+            }
+            if markdown {
+                o.push('\n');
+            }
+        }
+        let (code, lang) = match &s.action {
+            Some(Action::Shell(sh)) => (Some(sh.run.value.trim_end().to_string()), "bash"),
+            Some(Action::Http(h)) => (
+                Some(format!("{} {}", h.method.as_str(), h.url.value)),
+                "http",
+            ),
+            Some(Action::SsmCommand(c)) => (
+                Some(
+                    c.commands
+                        .iter()
+                        .map(|x| x.value.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
+                "bash",
+            ),
+            Some(Action::SsmAutomation(a)) => {
+                (Some(format!("SSM Automation {}", a.document.value)), "text")
+            }
+            Some(Action::Wait(d)) => (Some(format!("wait {}", d.text)), "text"),
+            Some(Action::Manual(m)) => {
+                for line in m.trim_end().lines() {
+                    o.push_str(&if markdown {
+                        format!("\n> {line}")
+                    } else {
+                        format!("     ☐ {line}\n")
+                    });
+                }
+                if markdown {
+                    o.push('\n');
+                }
+                (None, "")
+            }
+            None => (None, ""),
+        };
+        if let Some(code) = code {
+            if markdown {
+                o.push_str(&format!("\n```{lang}\n{code}\n```\n"));
+            } else {
+                for line in code.lines() {
+                    o.push_str(&format!("     $ {line}\n"));
+                }
+            }
+        }
+        let mut notes = Vec::new();
+        if let Some(e) = &s.expect {
+            notes.push(format!("expect: `{}`", e.value));
+        }
+        if let Some(c) = &s.confirm {
+            notes.push(format!("confirm: {}", c.value));
+        }
+        if let Some(r) = &s.retry {
+            notes.push(format!(
+                "polled up to {} times every {}",
+                r.attempts,
+                r.interval.as_ref().map_or("5s", |d| d.text.as_str())
+            ));
+        }
+        if let Some(t) = &s.timeout {
+            notes.push(format!("timeout {}", t.text));
+        }
+        if let Some(f) = &s.on_fail {
+            notes.push(format!("on failure: {}", on_fail_text(f)));
+        }
+        for c in &s.cases {
+            notes.push(format!("if `{}` → {}", c.when.value, c.goto.value));
+        }
+        if let Some(d) = &s.default {
+            notes.push(format!("otherwise → {}", d.value));
+        }
+        for note in notes {
+            o.push_str(&if markdown {
+                format!("\n- {note}")
+            } else {
+                format!("     {}\n", note.replace('`', ""))
+            });
+        }
+        if markdown {
+            o.push('\n');
+        }
+    }
+    o
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn graph(cli: &Cli, name: &str, format: GraphFormat) -> anyhow::Result<Exit> {
+    let loaded = match load_valid(cli, name)? {
+        Ok(l) => l,
+        Err(exit) => return Ok(exit),
+    };
+    let Some((rb, plan)) = loaded.checked.valid() else {
+        return Ok(Exit::Invalid);
+    };
+    let text = match format {
+        GraphFormat::Mermaid => mermaid(rb, plan),
+        GraphFormat::Dot => dot(rb, plan),
+    };
+    emit(&text)?;
+    Ok(Exit::Success)
+}
+
+fn edge_label(rb: &Runbook, src: usize, edge: Edge) -> Option<String> {
+    match edge {
+        Edge::Next | Edge::Needs => None,
+        Edge::Case(k) => Some(rb.steps[src].cases[k].when.value.clone()),
+        Edge::Default => Some("otherwise".into()),
+        Edge::FailGoto => Some("on failure".into()),
+    }
+}
+
+fn mermaid_text(s: &str) -> String {
+    s.replace('&', "#amp;")
+        .replace('"', "#quot;")
+        .replace('<', "#lt;")
+        .replace('>', "#gt;")
+        .replace('\n', " ")
+}
+
+/// A mermaid flowchart: checks are rectangles, acts hexagons, verifies stadiums, branches diamonds.
+fn mermaid(rb: &Runbook, plan: &Plan) -> String {
+    let mut o = String::from("flowchart TD\n");
+    for &i in &plan.order {
+        let s = &rb.steps[i];
+        let label = mermaid_text(&format!("{}: {}", s.kind.value.as_str(), s.title.value));
+        let (open, close) = match s.kind.value {
+            StepKind::Check => ("[\"", "\"]"),
+            StepKind::Act => ("{{\"", "\"}}"),
+            StepKind::Verify => ("([\"", "\"])"),
+            StepKind::Branch => ("{\"", "\"}"),
+        };
+        o.push_str(&format!("    s_{}{open}{label}{close}\n", s.id.value));
+    }
+    for &i in &plan.order {
+        let mut edges: Vec<(usize, Edge)> = plan.outgoing(i).collect();
+        edges.sort_by_key(|(t, e)| (plan.position[*t], format!("{e:?}")));
+        for (t, e) in edges {
+            let from = &rb.steps[i].id.value;
+            let to = &rb.steps[t].id.value;
+            let arrow = if e == Edge::FailGoto { "-.->" } else { "-->" };
+            match edge_label(rb, i, e) {
+                Some(l) => o.push_str(&format!(
+                    "    s_{from} {arrow}|\"{}\"| s_{to}\n",
+                    mermaid_text(&l)
+                )),
+                None => o.push_str(&format!("    s_{from} {arrow} s_{to}\n")),
+            }
+        }
+    }
+    o
+}
+
+fn dot_text(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A Graphviz digraph with the same shapes as the mermaid output.
+fn dot(rb: &Runbook, plan: &Plan) -> String {
+    let mut o = format!(
+        "digraph \"{}\" {{\n    rankdir=TB;\n    node [fontname=\"Helvetica\"];\n    edge [fontname=\"Helvetica\", fontsize=10];\n",
+        dot_text(&rb.name.value)
+    );
+    for &i in &plan.order {
+        let s = &rb.steps[i];
+        let shape = match s.kind.value {
+            StepKind::Check => "shape=box",
+            StepKind::Act => "shape=hexagon, style=bold",
+            StepKind::Verify => "shape=box, style=rounded",
+            StepKind::Branch => "shape=diamond",
+        };
+        let label = dot_text(&format!(
+            "{}: {}\n({})",
+            s.kind.value.as_str(),
+            s.title.value,
+            s.id.value
+        ));
+        o.push_str(&format!(
+            "    \"{}\" [label=\"{label}\", {shape}];\n",
+            s.id.value
+        ));
+    }
+    for &i in &plan.order {
+        let mut edges: Vec<(usize, Edge)> = plan.outgoing(i).collect();
+        edges.sort_by_key(|(t, e)| (plan.position[*t], format!("{e:?}")));
+        for (t, e) in edges {
+            let style = if e == Edge::FailGoto {
+                ", style=dashed"
+            } else {
+                ""
+            };
+            let label = edge_label(rb, i, e)
+                .map(|l| format!(" [label=\"{}\"{style}]", dot_text(&l)))
+                .unwrap_or_default();
+            o.push_str(&format!(
+                "    \"{}\" -> \"{}\"{label};\n",
+                rb.steps[i].id.value, rb.steps[t].id.value
+            ));
+        }
+    }
+    o.push_str("}\n");
+    o
+}

@@ -1,0 +1,173 @@
+//! Rendering diagnostics for people (the source line with a caret) and for
+//! machines (one JSON object per line).
+
+use std::io::{IsTerminal, Write};
+
+use runbook_core::{Diagnostic, Severity};
+use unicode_width::UnicodeWidthStr;
+
+use crate::library::Loaded;
+
+/// Whether stderr gets colour: a terminal, and NO_COLOR unset.
+pub fn stderr_color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+/// Print a top-level error to stderr.
+pub fn error(message: &str) {
+    let mut err = anstream::stderr();
+    let style = anstyle::Style::new()
+        .bold()
+        .fg_color(Some(anstyle::AnsiColor::Red.into()));
+    let _ = writeln!(err, "{style}error{style:#}: {message}");
+}
+
+/// Print a warning to stderr.
+pub fn warning(message: &str) {
+    let mut err = anstream::stderr();
+    let style = anstyle::Style::new()
+        .bold()
+        .fg_color(Some(anstyle::AnsiColor::Yellow.into()));
+    let _ = writeln!(err, "{style}warning{style:#}: {message}");
+}
+
+/// Render one diagnostic rustc-style: header, `--> path:line:col`, the source line with
+/// a caret under the span (aligned by display width, so CJK text lines up), then help.
+pub fn render(loaded: &Loaded, diag: &Diagnostic, color: bool) -> String {
+    use anstyle::{AnsiColor, Style};
+    let paint = |style: Style, text: &str| {
+        if color {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_string()
+        }
+    };
+    let (word, accent) = match diag.severity {
+        Severity::Error => ("error", AnsiColor::Red),
+        Severity::Warning => ("warning", AnsiColor::Yellow),
+    };
+    let accent = Style::new().bold().fg_color(Some(accent.into()));
+    let blue = Style::new().bold().fg_color(Some(AnsiColor::Blue.into()));
+    let bold = Style::new().bold();
+    let gutter = diag
+        .related
+        .iter()
+        .map(|r| r.span.line)
+        .chain([diag.span.line])
+        .max()
+        .unwrap_or(1)
+        .to_string()
+        .len();
+    let pad = " ".repeat(gutter);
+    let mut out = format!(
+        "{}{} {}\n",
+        paint(accent, &format!("{word}[{}]", diag.code)),
+        paint(bold, ":"),
+        paint(bold, &diag.message)
+    );
+    let snippet = |span: runbook_core::Span,
+                   label: Option<&str>,
+                   style: Style,
+                   mark: char,
+                   out: &mut String| {
+        out.push_str(&format!(
+            "{pad}{} {}:{}:{}\n",
+            paint(blue, "-->"),
+            loaded.path.display(),
+            span.line,
+            span.column
+        ));
+        let Some(line_text) = loaded
+            .source
+            .lines()
+            .nth(span.line.saturating_sub(1) as usize)
+        else {
+            return;
+        };
+        let line_text = line_text.trim_end_matches('\r');
+        let start_col = span.column.saturating_sub(1) as usize;
+        let before: String = line_text.chars().take(start_col).collect();
+        let rest: String = line_text.chars().skip(start_col).collect();
+        let span_text: String = loaded
+            .source
+            .get(span.offset..span.offset + span.len)
+            .map(|t| t.lines().next().unwrap_or(""))
+            .filter(|t| rest.starts_with(t))
+            .unwrap_or("")
+            .to_string();
+        let width = span_text.width().max(1);
+        out.push_str(&format!("{pad} {}\n", paint(blue, "|")));
+        out.push_str(&format!(
+            "{} {} {}\n",
+            paint(blue, &format!("{:>gutter$}", span.line)),
+            paint(blue, "|"),
+            line_text
+        ));
+        let carets: String = std::iter::repeat_n(mark, width).collect();
+        let label = label.map(|l| format!(" {l}")).unwrap_or_default();
+        out.push_str(&format!(
+            "{pad} {} {}{}\n",
+            paint(blue, "|"),
+            " ".repeat(before.width()),
+            paint(style, &format!("{carets}{label}"))
+        ));
+    };
+    snippet(diag.span, diag.label.as_deref(), accent, '^', &mut out);
+    for rel in &diag.related {
+        snippet(rel.span, Some(&rel.label), blue, '-', &mut out);
+    }
+    if let Some(help) = &diag.help {
+        out.push_str(&format!(
+            "{pad} {} {}: {help}\n",
+            paint(blue, "="),
+            paint(bold, "help")
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+/// One diagnostic as a JSON object.
+pub fn to_json(loaded: &Loaded, diag: &Diagnostic) -> serde_json::Value {
+    serde_json::json!({
+        "file": loaded.path.display().to_string(),
+        "line": diag.span.line,
+        "column": diag.span.column,
+        "offset": diag.span.offset,
+        "length": diag.span.len,
+        "code": diag.code.as_str(),
+        "severity": match diag.severity { Severity::Error => "error", Severity::Warning => "warning" },
+        "message": diag.message,
+        "label": diag.label,
+        "help": diag.help,
+    })
+}
+
+/// Print every diagnostic of a file to stderr; returns (errors, warnings).
+pub fn report(loaded: &Loaded, deny_warnings: bool) -> (usize, usize) {
+    let color = stderr_color();
+    let mut err = std::io::stderr().lock();
+    let (mut errors, mut warnings) = (0, 0);
+    for d in &loaded.checked.diagnostics {
+        let mut d = d.clone();
+        if deny_warnings && d.severity == Severity::Warning {
+            d.severity = Severity::Error;
+        }
+        match d.severity {
+            Severity::Error => errors += 1,
+            Severity::Warning => warnings += 1,
+        }
+        let _ = write!(err, "{}", render(loaded, &d, color));
+    }
+    (errors, warnings)
+}
+
+/// "2 errors, 1 warning".
+pub fn counts(errors: usize, warnings: usize) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "{}, {}",
+        plural(errors, "error"),
+        plural(warnings, "warning")
+    )
+}

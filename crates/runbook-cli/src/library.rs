@@ -1,0 +1,123 @@
+//! Finding and loading runbooks: the search path, names and files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use runbook_core::Checked;
+
+/// A runbook file, read and checked.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its text.
+    pub source: String,
+    /// Parse and validation result.
+    pub checked: Checked,
+}
+
+impl Loaded {
+    /// Read and check one file.
+    pub fn read(path: &Path) -> anyhow::Result<Loaded> {
+        let source = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let stem = path.file_stem().and_then(|s| s.to_str());
+        tracing::debug!(path = %path.display(), "checking runbook");
+        let checked = runbook_core::check(&source, stem);
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            source,
+            checked,
+        })
+    }
+
+    /// The name to show: the runbook's own name, else the file stem.
+    pub fn name(&self) -> String {
+        self.checked
+            .runbook
+            .as_ref()
+            .map(|r| r.name.value.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| {
+                self.path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+    }
+}
+
+/// The directories searched for runbooks, in order.
+pub fn search_path(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    if !dirs.is_empty() {
+        return dirs.to_vec();
+    }
+    if let Some(env) = std::env::var_os("RUNBOOK_PATH").filter(|v| !v.is_empty()) {
+        return std::env::split_paths(&env).collect();
+    }
+    vec![PathBuf::from("runbooks")]
+}
+
+fn is_runbook_file(path: &Path) -> bool {
+    path.is_file()
+        && matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        )
+}
+
+/// Every runbook file in a directory (not recursive), sorted by name.
+pub fn files_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read directory {}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_runbook_file(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Every runbook file on the search path; missing directories are skipped with a note.
+pub fn all_files(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for dir in search_path(dirs) {
+        if dir.is_dir() {
+            files.extend(files_in(&dir)?);
+        } else {
+            tracing::info!(dir = %dir.display(), "search path entry is not a directory");
+        }
+    }
+    Ok(files)
+}
+
+/// Resolve NAME (a runbook name on the search path, or a file path) to a file.
+pub fn resolve(name: &str, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    let as_path = Path::new(name);
+    if name.contains(std::path::MAIN_SEPARATOR) || name.ends_with(".yaml") || name.ends_with(".yml")
+    {
+        if as_path.is_file() {
+            return Ok(as_path.to_path_buf());
+        }
+        bail!("no runbook file at {name}");
+    }
+    let path = search_path(dirs);
+    for dir in &path {
+        for ext in ["yaml", "yml"] {
+            let candidate = dir.join(format!("{name}.{ext}"));
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    let known: Vec<String> = all_files(dirs)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    let shown: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
+    let hint = runbook_core::diag::did_you_mean(name, known.iter().map(String::as_str))
+        .map(|h| format!("\nhelp: {h}"))
+        .unwrap_or_else(|| "\nhelp: `runbook list` shows the runbooks on the search path; set --dir or RUNBOOK_PATH to look elsewhere".into());
+    bail!("no runbook named `{name}` in {}{hint}", shown.join(", "))
+}

@@ -1,0 +1,160 @@
+//! `runbook`: declarative runbooks for incident response.
+//!
+//! This crate is the only place that knows about terminals, colours, exit codes and
+//! output formats. Everything it shows comes from `runbook-core`.
+
+mod commands;
+mod diagnostics;
+mod library;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes, as documented in docs/cli.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything worked.
+    Success = 0,
+    /// The runbook failed (a step failed and routing aborted or escalated).
+    #[allow(dead_code)]
+    Failure = 1,
+    /// Usage error or invalid runbook.
+    Invalid = 2,
+}
+
+/// Declarative runbooks for incident response: validate, plan, show and run procedures
+/// written as YAML.
+#[derive(Debug, Parser)]
+#[command(name = "runbook", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Directory to search for runbooks (repeatable; default: $RUNBOOK_PATH, else ./runbooks)
+    #[arg(long = "dir", global = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// More logging on stderr (-v info, -vv debug); RUNBOOK_LOG takes an env filter
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats for `show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// For a terminal.
+    Human,
+    /// A wiki page.
+    Markdown,
+    /// The parsed runbook as JSON.
+    Json,
+}
+
+/// Output formats for `validate` and `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For a terminal.
+    Human,
+    /// Machine-readable JSON.
+    Json,
+}
+
+/// Graph formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Mermaid flowchart (renders in GitHub and GitLab markdown).
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the runbooks on the search path
+    List,
+    /// Show a runbook as a person reads it
+    Show {
+        /// Runbook name on the search path, or a file path
+        name: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = ShowFormat::Human)]
+        format: ShowFormat,
+    },
+    /// Check runbooks and report every problem with its location
+    Validate {
+        /// Files or directories (default: every runbook on the search path)
+        paths: Vec<PathBuf>,
+        /// Treat warnings as errors
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Output format (json: one diagnostic per line)
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Print the static plan: order, kinds, rendered commands, branches (nothing runs)
+    Plan {
+        /// Runbook name on the search path, or a file path
+        name: String,
+        /// Parameter value, `name=value` (repeatable)
+        #[arg(short, long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Draw the step graph
+    Graph {
+        /// Runbook name on the search path, or a file path
+        name: String,
+        /// Graph language
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// Print the JSON Schema of the runbook format
+    Schema,
+    /// Print shell completions
+    Completions {
+        /// Shell to generate completions for
+        shell: clap_complete::Shell,
+    },
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("RUNBOOK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(diagnostics::stderr_color())
+        .without_time()
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let code = match commands::run(&cli) {
+        Ok(exit) => exit as u8,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            diagnostics::error(&format!("{err:#}"));
+            Exit::Invalid as u8
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,738 @@
+//! Whole-runbook checks: references, the DAG, templates, conditions and safety lints.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::cond;
+use crate::convert::Converter;
+use crate::diag::{Code, Diagnostic, Severity, Span, did_you_mean};
+use crate::model::{Action, HttpMethod, OnFail, Runbook, Sp, Step, StepKind};
+use crate::plan::{CycleError, Plan};
+use crate::template::{self, Context};
+use crate::yaml;
+
+/// Values every step has, besides its captures.
+pub const STEP_BUILTINS: &[&str] = &[
+    "exit_code",
+    "stdout",
+    "stderr",
+    "status",
+    "duration_ms",
+    "attempt",
+];
+/// Extra values of `ssm_command` steps.
+pub const SSM_BUILTINS: &[&str] = &["instances", "succeeded", "failed", "command_id"];
+/// Extra values of `ssm_automation` steps.
+pub const AUTOMATION_BUILTINS: &[&str] = &["execution_id", "outputs", "step_statuses"];
+/// Values about the run, readable in templates as `run.<name>`.
+pub const RUN_VARS: &[&str] = &["id", "operator", "mode", "started_at", "runbook"];
+
+/// The result of checking one runbook file.
+#[derive(Debug)]
+pub struct Checked {
+    /// The typed runbook, when the file was at least a YAML mapping.
+    pub runbook: Option<Runbook>,
+    /// The DAG, when the steps form one.
+    pub plan: Option<Plan>,
+    /// Every problem found, in source order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    /// Whether any diagnostic is an error (or a warning, with `deny_warnings`).
+    pub fn has_errors(&self, deny_warnings: bool) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.is_error() || (deny_warnings && d.severity == Severity::Warning))
+    }
+
+    /// The runbook and plan, when there are no errors.
+    pub fn valid(&self) -> Option<(&Runbook, &Plan)> {
+        if self.has_errors(false) {
+            return None;
+        }
+        Some((self.runbook.as_ref()?, self.plan.as_ref()?))
+    }
+}
+
+/// Parse and check a runbook. `file_stem` is the file name without extension, when the
+/// text came from a file (the runbook name must match it).
+pub fn check(source: &str, file_stem: Option<&str>) -> Checked {
+    let root = match yaml::parse(source) {
+        Ok(root) => root,
+        Err((message, span)) => {
+            return Checked {
+                runbook: None,
+                plan: None,
+                diagnostics: vec![
+                    Diagnostic::new(Code::YamlSyntax, span, message)
+                        .label("here")
+                        .help("fix the YAML syntax; nothing else is checked until the file parses"),
+                ],
+            };
+        }
+    };
+    let mut conv = Converter::new(source);
+    let runbook = conv.runbook(&root);
+    let mut diags = conv.diags;
+    let mut plan = None;
+    if let Some(rb) = &runbook {
+        let mut v = Validator {
+            source,
+            rb,
+            diags: &mut diags,
+        };
+        plan = v.run(file_stem);
+    }
+    diags.sort_by_key(|d| (d.span.offset, d.code));
+    diags.dedup();
+    Checked {
+        runbook,
+        plan,
+        diagnostics: diags,
+    }
+}
+
+struct Validator<'a> {
+    source: &'a str,
+    rb: &'a Runbook,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl<'a> Validator<'a> {
+    fn run(&mut self, file_stem: Option<&str>) -> Option<Plan> {
+        if let Some(stem) = file_stem {
+            let name = &self.rb.name;
+            if !name.is_empty() && name.as_str() != stem {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::NameMismatch,
+                        name.span,
+                        format!("runbook `{}` is in a file named `{stem}`", name.value),
+                    )
+                    .label("differs from the file name")
+                    .help(format!(
+                        "rename the file to `{}.yaml` or set `name: {stem}`",
+                        name.value
+                    )),
+                );
+            }
+        }
+        let ids = self.duplicate_ids();
+        self.references(&ids);
+        let plan = match Plan::build(self.rb) {
+            Ok(plan) => plan,
+            Err(cycle) => {
+                self.cycle(&cycle);
+                self.expressions(None);
+                return None;
+            }
+        };
+        self.unreachable(&plan);
+        self.retry_targets(&plan);
+        self.expressions(Some(&plan));
+        self.lints(&plan);
+        Some(plan)
+    }
+
+    fn duplicate_ids(&mut self) -> HashMap<&'a str, &'a Step> {
+        let rb = self.rb;
+        let mut ids: HashMap<&'a str, &'a Step> = HashMap::new();
+        for step in &rb.steps {
+            if let Some(first) = ids.get(step.id.as_str()) {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::DuplicateStepId,
+                        step.id.span,
+                        format!("step id `{}` is used twice", step.id.value),
+                    )
+                    .label("second use")
+                    .related(first.id.span, "first used here")
+                    .help("step ids must be unique; rename one of them"),
+                );
+            } else {
+                ids.insert(step.id.as_str(), step);
+            }
+        }
+        ids
+    }
+
+    fn unknown_step(&mut self, r: &Sp<String>, field: &str, ids: &HashMap<&str, &Step>) {
+        if ids.contains_key(r.as_str()) {
+            return;
+        }
+        let mut d = Diagnostic::new(
+            Code::UnknownStep,
+            r.span,
+            format!("`{field}` names unknown step `{}`", r.value),
+        )
+        .label("no step with this id");
+        if let Some(hint) = did_you_mean(r, ids.keys().copied()) {
+            d = d.help(hint);
+        }
+        self.diags.push(d);
+    }
+
+    fn references(&mut self, ids: &HashMap<&str, &Step>) {
+        for step in &self.rb.steps {
+            for need in step.needs.iter().flatten() {
+                self.unknown_step(need, "needs", ids);
+                if need.value == step.id.value {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::Cycle,
+                            need.span,
+                            format!("step `{}` needs itself", need.value),
+                        )
+                        .label("self-reference"),
+                    );
+                }
+            }
+            for case in &step.cases {
+                self.unknown_step(&case.goto, "goto", ids);
+            }
+            if let Some(d) = &step.default {
+                self.unknown_step(d, "default", ids);
+            }
+            match step.on_fail.as_deref() {
+                Some(OnFail::Goto { goto }) => self.unknown_step(goto, "goto", ids),
+                Some(OnFail::RetryFrom { retry_from, .. }) => {
+                    self.unknown_step(retry_from, "retry_from", ids)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn cycle(&mut self, cycle: &CycleError) {
+        let Some(&first) = cycle.steps.first() else {
+            return;
+        };
+        let mut path: Vec<&str> = cycle
+            .steps
+            .iter()
+            .map(|&i| self.rb.steps[i].id.as_str())
+            .collect();
+        path.push(self.rb.steps[first].id.as_str());
+        let mut d = Diagnostic::new(Code::Cycle, self.rb.steps[first].id.span, format!("steps form a cycle: {}", path.join(" → ")))
+            .label("the cycle starts here")
+            .help("steps must form a DAG; for a bounded re-investigation loop use `on_fail: {retry_from: STEP, attempts: N}`");
+        for &i in &cycle.steps[1..] {
+            d = d.related(self.rb.steps[i].id.span, "part of the cycle");
+        }
+        self.diags.push(d);
+    }
+
+    fn unreachable(&mut self, plan: &Plan) {
+        let can = plan.reachable(self.rb);
+        for (i, step) in self.rb.steps.iter().enumerate() {
+            if can[i] {
+                continue;
+            }
+            let blockers: Vec<&str> = plan
+                .incoming(i)
+                .filter(|(src, _)| self.rb.steps[*src].kind.value == StepKind::Branch)
+                .map(|(src, _)| self.rb.steps[src].id.as_str())
+                .collect();
+            let why = if blockers.is_empty() {
+                "every step leading to it can never run".to_string()
+            } else {
+                format!(
+                    "it follows branch `{}`, which never routes to it",
+                    blockers.join("`, `")
+                )
+            };
+            self.diags.push(
+                Diagnostic::new(
+                    Code::UnreachableStep,
+                    step.id.span,
+                    format!("step `{}` can never run: {why}", step.id.value),
+                )
+                .label("unreachable")
+                .help("make it a target of a branch case or default, or give it explicit `needs`"),
+            );
+        }
+    }
+
+    fn retry_targets(&mut self, plan: &Plan) {
+        for (i, step) in self.rb.steps.iter().enumerate() {
+            if let Some(OnFail::RetryFrom { retry_from, .. }) = step.on_fail.as_deref() {
+                if let Some(t) = plan.index(retry_from) {
+                    if t != i && !plan.is_ancestor(t, i) {
+                        self.diags.push(
+                            Diagnostic::new(Code::BadRetryTarget, retry_from.span, format!("`retry_from` names `{}`, which does not come before step `{}`", retry_from.value, step.id.value))
+                                .label("not an earlier step")
+                                .help("retry_from re-runs the procedure from an earlier step; name one this step depends on"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Templates and conditions of every step.
+    fn expressions(&mut self, plan: Option<&Plan>) {
+        if let Some(lock) = &self.rb.lock {
+            self.template(lock, None, plan, Context::Text);
+        }
+        for (i, step) in self.rb.steps.iter().enumerate() {
+            for (text, ctx) in step_templates(step) {
+                self.template(text, Some(i), plan, ctx);
+            }
+            if let Some(expect) = &step.expect {
+                self.condition(expect, i, plan, true);
+            }
+            for case in &step.cases {
+                self.condition(&case.when, i, plan, false);
+            }
+        }
+    }
+
+    /// Locate `needle` (found at `offset` in the value `text`) in the source, falling back
+    /// to the whole value.
+    fn locate(&self, value: &Sp<String>, offset: usize, needle: &str) -> Span {
+        let span = value.span;
+        let window_end = (span.offset + span.len.max(value.len() * 2 + 64)).min(self.source.len());
+        let Some(window) = self.source.get(span.offset..window_end) else {
+            return span;
+        };
+        if let Some(p) = window.find(value.as_str()).filter(|_| !value.is_empty()) {
+            return span.narrow(self.source, p + offset, needle.len());
+        }
+        match window.find(needle).filter(|_| !needle.is_empty()) {
+            Some(p) => span.narrow(self.source, p, needle.len()),
+            None => span,
+        }
+    }
+
+    fn template(
+        &mut self,
+        text: &Sp<String>,
+        step: Option<usize>,
+        plan: Option<&Plan>,
+        ctx: Context,
+    ) {
+        if !template::is_template(text) {
+            return;
+        }
+        let analysis = match template::analyze(text) {
+            Ok(a) => a,
+            Err(err) => {
+                let span = match err.offset {
+                    Some(o) => self.locate(
+                        text,
+                        o,
+                        text.get(o..).unwrap_or("").lines().next().unwrap_or(""),
+                    ),
+                    None => text.span,
+                };
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::TemplateSyntax,
+                        span,
+                        format!("template does not parse: {}", err.message),
+                    )
+                    .label("template error")
+                    .help(
+                        "templates are handlebars: `{{params.name}}`, `{{steps.<id>.<capture>}}`",
+                    ),
+                );
+                return;
+            }
+        };
+        for raw in &analysis.raw {
+            let span = self.locate(text, raw.offset, &raw.expr);
+            let quoting = match ctx {
+                Context::Shell => "shell-quoting",
+                Context::Url => "percent-encoding",
+                Context::Text => "escaping",
+            };
+            self.diags.push(
+                Diagnostic::new(Code::RawTemplate, span, format!("`{}` inserts a value without {quoting}", raw.expr))
+                    .label("unquoted insertion")
+                    .help("use `{{name}}` so the value is quoted; keep `{{{raw ...}}}` only for trusted text that must be interpreted"),
+            );
+        }
+        for helper in &analysis.helpers {
+            let name = &helper.path[0];
+            if !template::HELPERS.contains(&name.as_str()) {
+                let span = self.locate(text, helper.offset, &helper.expr);
+                let mut d = Diagnostic::new(
+                    Code::UnknownHelper,
+                    span,
+                    format!("unknown template helper `{name}`"),
+                )
+                .label("unknown helper");
+                d = d.help(
+                    did_you_mean(name, template::HELPERS.iter().copied())
+                        .unwrap_or_else(|| format!("helpers: {}", template::HELPERS.join(", "))),
+                );
+                self.diags.push(d);
+            }
+        }
+        for var in &analysis.vars {
+            let span = self.locate(text, var.offset, &var.expr);
+            self.name_ref(&var.path, span, step, plan, false);
+        }
+    }
+
+    fn condition(&mut self, expr: &Sp<String>, step: usize, plan: Option<&Plan>, is_expect: bool) {
+        let names = match cond::analyze(expr) {
+            Ok(n) => n,
+            Err(err) => {
+                let (line, col) = err.position;
+                let offset = expr
+                    .split_inclusive('\n')
+                    .take(line.saturating_sub(1))
+                    .map(str::len)
+                    .sum::<usize>()
+                    + expr.lines().nth(line.saturating_sub(1)).map_or(0, |l| {
+                        l.char_indices()
+                            .nth(col.saturating_sub(1))
+                            .map_or(l.len(), |(b, _)| b)
+                    });
+                let span = self.locate(
+                    expr,
+                    offset,
+                    expr.get(offset..).map_or("", |s| &s[..s.len().min(1)]),
+                );
+                self.diags.push(
+                    Diagnostic::new(Code::CelSyntax, span, format!("condition does not parse: {}", err.message))
+                        .label("CEL syntax error")
+                        .help("conditions are CEL, e.g. `count >= params.max_connections * 9 / 10` or `status == \"available\"`"),
+                );
+                return;
+            }
+        };
+        for name in names {
+            let joined = name.join(".");
+            let span = self.locate(expr, expr.find(name[0].as_str()).unwrap_or(0), &joined);
+            let s = &self.rb.steps[step];
+            let root = name[0].as_str();
+            if root == "params" || root == "steps" {
+                self.name_ref(&name, span, Some(step), plan, is_expect);
+                continue;
+            }
+            let own = is_expect && (s.capture.contains_key(root) || builtins(s).contains(&root));
+            if own {
+                continue;
+            }
+            let mut candidates: Vec<&str> = vec!["params", "steps"];
+            if is_expect {
+                candidates.extend(s.capture.keys().map(String::as_str));
+                candidates.extend(builtins(s));
+            }
+            let help = match did_you_mean(root, candidates.iter().copied()) {
+                Some(h) => h,
+                None if is_expect => format!(
+                    "an expect can read `params`, `steps` and this step's values: {}",
+                    candidates[2..].join(", ")
+                ),
+                None => {
+                    "a branch condition can read `params` and `steps.<id>.<capture>`".to_string()
+                }
+            };
+            self.diags.push(
+                Diagnostic::new(
+                    Code::CelUnknownIdentifier,
+                    span,
+                    format!("condition names unknown identifier `{root}`"),
+                )
+                .label("unknown identifier")
+                .help(help),
+            );
+        }
+    }
+
+    /// Check a `params.X` / `steps.ID.FIELD` / `env.X` / `run.X` reference.
+    fn name_ref(
+        &mut self,
+        path: &[String],
+        span: Span,
+        step: Option<usize>,
+        plan: Option<&Plan>,
+        allow_self: bool,
+    ) {
+        let root = path[0].as_str();
+        let second = path.get(1).map(String::as_str);
+        match (root, second) {
+            ("params", Some(p)) => {
+                if !self.rb.params.contains_key(p) {
+                    let mut d = Diagnostic::new(
+                        Code::UnknownVariable,
+                        span,
+                        format!("unknown parameter `{p}`"),
+                    )
+                    .label("not declared in `params`");
+                    d = d.help(
+                        did_you_mean(p, self.rb.params.keys().map(String::as_str))
+                            .unwrap_or_else(|| "declare it under `params:`".into()),
+                    );
+                    self.diags.push(d);
+                }
+            }
+            ("steps", Some(id)) => self.step_ref(
+                id,
+                path.get(2).map(String::as_str),
+                span,
+                step,
+                plan,
+                allow_self,
+            ),
+            ("env", Some(name)) => {
+                if !self.rb.env.iter().any(|e| e.as_str() == name) {
+                    self.diags.push(
+                        Diagnostic::new(Code::UnknownVariable, span, format!("environment variable `{name}` is not in the runbook's `env` allow-list"))
+                            .label("not allowed")
+                            .help(format!("add `{name}` to `env:` at the top of the runbook")),
+                    );
+                }
+            }
+            ("run", Some(name)) => {
+                if !RUN_VARS.contains(&name) {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::UnknownVariable,
+                            span,
+                            format!("unknown run variable `{name}`"),
+                        )
+                        .label("unknown")
+                        .help(format!("run variables: {}", RUN_VARS.join(", "))),
+                    );
+                }
+            }
+            ("params" | "steps" | "env" | "run", None) => {}
+            _ => {
+                let roots = ["params", "steps", "env", "run"];
+                let mut d = Diagnostic::new(
+                    Code::UnknownVariable,
+                    span,
+                    format!("unknown template variable `{}`", path.join(".")),
+                )
+                .label("unknown variable");
+                d = d.help(did_you_mean(root, roots).unwrap_or_else(|| "templates read `params.<name>`, `steps.<id>.<capture>`, `env.<NAME>` and `run.<name>`".into()));
+                self.diags.push(d);
+            }
+        }
+    }
+
+    fn step_ref(
+        &mut self,
+        id: &str,
+        field: Option<&str>,
+        span: Span,
+        from: Option<usize>,
+        plan: Option<&Plan>,
+        allow_self: bool,
+    ) {
+        let Some(target) = self.rb.steps.iter().position(|s| s.id.as_str() == id) else {
+            let mut d = Diagnostic::new(
+                Code::UnknownStep,
+                span,
+                format!("reference to unknown step `{id}`"),
+            )
+            .label("no step with this id");
+            if let Some(h) = did_you_mean(id, self.rb.steps.iter().map(|s| s.id.as_str())) {
+                d = d.help(h);
+            }
+            self.diags.push(d);
+            return;
+        };
+        let Some(from) = from else {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::NotYetRun,
+                    span,
+                    format!(
+                        "`lock` cannot read step `{id}`: the lock is taken before any step runs"
+                    ),
+                )
+                .label("no step has run yet")
+                .help("build the lock key from `params`"),
+            );
+            return;
+        };
+        if let Some(plan) = plan {
+            let ok = (allow_self && target == from) || plan.is_ancestor(target, from);
+            if !ok {
+                let s = &self.rb.steps[from];
+                let why = if target == from {
+                    "a step cannot read its own results before it has run".to_string()
+                } else {
+                    format!("`{id}` is not an ancestor of `{}` in the plan", s.id.value)
+                };
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::NotYetRun,
+                        span,
+                        format!(
+                            "step `{}` reads `steps.{id}`, which cannot have run before it",
+                            s.id.value
+                        ),
+                    )
+                    .label(why)
+                    .help(format!(
+                        "add `{id}` to the `needs` of `{}`, or move the step after it",
+                        s.id.value
+                    )),
+                );
+                return;
+            }
+        }
+        let target_step = &self.rb.steps[target];
+        if let Some(field) = field {
+            if !target_step.capture.contains_key(field) && !builtins(target_step).contains(&field) {
+                let names: Vec<&str> = target_step
+                    .capture
+                    .keys()
+                    .map(String::as_str)
+                    .chain(builtins(target_step).iter().copied())
+                    .collect();
+                let mut d = Diagnostic::new(
+                    Code::UnknownCapture,
+                    span,
+                    format!("step `{id}` has no capture `{field}`"),
+                )
+                .label("unknown capture")
+                .related(target_step.id.span, "step defined here");
+                d = d.help(
+                    did_you_mean(field, names.iter().copied())
+                        .unwrap_or_else(|| format!("step `{id}` provides: {}", names.join(", "))),
+                );
+                self.diags.push(d);
+            }
+        }
+    }
+
+    fn lints(&mut self, plan: &Plan) {
+        // A check that looks mutating is dangerous: dry runs execute checks live.
+        for step in &self.rb.steps {
+            if step.kind.value != StepKind::Check {
+                continue;
+            }
+            let found = match &step.action {
+                Some(Action::Shell(sh)) => {
+                    mutating_command(&sh.run).map(|m| (sh.run.span, m.to_string()))
+                }
+                Some(Action::SsmCommand(c)) => c
+                    .commands
+                    .iter()
+                    .find_map(|cmd| mutating_command(cmd).map(|m| (cmd.span, m.to_string()))),
+                Some(Action::Http(h))
+                    if !matches!(
+                        h.method,
+                        HttpMethod::Get | HttpMethod::Head | HttpMethod::Options
+                    ) =>
+                {
+                    Some((h.url.span, format!("HTTP {}", h.method.as_str())))
+                }
+                _ => None,
+            };
+            if let Some((span, what)) = found {
+                self.diags.push(
+                    Diagnostic::new(Code::MutatingCheck, span, format!("check `{}` looks like it changes something (`{what}`)", step.id.value))
+                        .label("mutating command in a check")
+                        .help("checks run live in a dry run; make this an `act` step (confirmed, skipped in dry runs) or use a read-only command"),
+                );
+            }
+        }
+        // An act should be followed by a verify that proves it worked.
+        let mut verified_after = vec![false; self.rb.steps.len()];
+        for &i in plan.order.iter().rev() {
+            verified_after[i] = plan
+                .outgoing(i)
+                .any(|(t, _)| self.rb.steps[t].kind.value == StepKind::Verify || verified_after[t]);
+        }
+        for (i, step) in self.rb.steps.iter().enumerate() {
+            if step.kind.value == StepKind::Act && !verified_after[i] {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::ActWithoutVerify,
+                        step.id.span,
+                        format!("act `{}` has no verify step after it", step.id.value),
+                    )
+                    .label("change without a check that it worked")
+                    .help("add a `kind: verify` step after it that polls for the expected state"),
+                );
+            }
+        }
+    }
+}
+
+/// Values a step provides besides its captures.
+pub fn builtins(step: &Step) -> &'static [&'static str] {
+    static SSM: LazyLock<Vec<&'static str>> =
+        LazyLock::new(|| STEP_BUILTINS.iter().chain(SSM_BUILTINS).copied().collect());
+    static AUTOMATION: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+        STEP_BUILTINS
+            .iter()
+            .chain(AUTOMATION_BUILTINS)
+            .copied()
+            .collect()
+    });
+    match step.action {
+        Some(Action::SsmCommand(_)) => &SSM,
+        Some(Action::SsmAutomation(_)) => &AUTOMATION,
+        _ => STEP_BUILTINS,
+    }
+}
+
+/// Every templated field of a step, with the escaping its output gets.
+pub fn step_templates(step: &Step) -> Vec<(&Sp<String>, Context)> {
+    let mut out = vec![(&step.title, Context::Text)];
+    if let Some(c) = &step.confirm {
+        out.push((c, Context::Text));
+    }
+    match &step.action {
+        Some(Action::Shell(sh)) => {
+            out.push((&sh.run, Context::Shell));
+            out.extend(sh.env.values().map(|v| (v, Context::Text)));
+            out.extend(sh.cwd.iter().map(|v| (v, Context::Text)));
+        }
+        Some(Action::Http(h)) => {
+            out.push((&h.url, Context::Url));
+            out.extend(h.headers.values().map(|v| (v, Context::Text)));
+            out.extend(h.body.iter().map(|v| (v, Context::Text)));
+        }
+        Some(Action::Manual(text)) => out.push((text, Context::Text)),
+        Some(Action::SsmCommand(c)) => {
+            out.extend(c.commands.iter().map(|v| (v, Context::Shell)));
+            out.extend(c.parameters.values().flatten().map(|v| (v, Context::Text)));
+            out.extend(c.instance_ids.iter().map(|v| (v, Context::Text)));
+            out.extend(c.tags.values().flatten().map(|v| (v, Context::Text)));
+            out.extend(c.comment.iter().map(|v| (v, Context::Text)));
+        }
+        Some(Action::SsmAutomation(a)) => {
+            out.extend(a.parameters.values().flatten().map(|v| (v, Context::Text)));
+        }
+        Some(Action::Wait(_)) | None => {}
+    }
+    out
+}
+
+static MUTATING: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        r"\baws\s+[a-z0-9-]+\s+(create|update|delete|put|modify|terminate|reboot|stop|start|register|deregister|restore|reset|attach|detach|run|send|cancel)-[a-z0-9-]+",
+        r"(^|[\s;&|(])rm\s",
+        r"(^|[\s;&|(])(kill|pkill|killall)\s",
+        r"\bsystemctl\s+(restart|stop|start|reload|kill|disable|enable)\b",
+        r"\bpg_(terminate|cancel)_backend\b",
+        r"(?i)\b(update\s+\w+\s+set|delete\s+from|drop\s+(table|database|index|schema)|truncate\s+\w|insert\s+into|alter\s+(table|system|database))\b",
+        r"\bdocker\s+(system\s+prune|rm|rmi|kill|stop|restart)\b",
+        r"\s-delete\b",
+        r"\bkubectl\s+(delete|apply|scale|rollout\s+restart|drain|cordon)\b",
+    ]
+    .iter()
+    .filter_map(|p| Regex::new(p).ok())
+    .collect()
+});
+
+/// The first part of a command that looks like it changes the system.
+pub fn mutating_command(command: &str) -> Option<&str> {
+    MUTATING
+        .iter()
+        .find_map(|re| re.find(command))
+        .map(|m| m.as_str().trim())
+}
