@@ -939,6 +939,7 @@ fn mermaid_text(s: &str) -> String {
     s.replace('&', "#amp;")
         .replace('"', "#quot;")
         .replace('<', "#lt;")
+        .replace('|', "#124;")
         .replace('>', "#gt;")
         .replace('\n', " ")
 }

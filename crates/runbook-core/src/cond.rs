@@ -23,7 +23,7 @@ pub fn analyze(expr: &str) -> Result<Vec<NameRef>, SyntaxError> {
     let ast = cel::parser::Parser::new().parse(expr).map_err(|errs| {
         let first = errs.errors.first();
         SyntaxError {
-            message: first.map_or_else(|| "syntax error".to_string(), |e| e.msg.clone()),
+            message: first.map_or_else(|| "syntax error".to_string(), |e| simplify(&e.msg)),
             position: first.map_or((1, 1), |e| {
                 (
                     usize::try_from(e.pos.0).unwrap_or(1).max(1),
@@ -36,6 +36,19 @@ pub fn analyze(expr: &str) -> Result<Vec<NameRef>, SyntaxError> {
     let mut locals = Vec::new();
     collect(&ast, &mut locals, &mut names);
     Ok(names)
+}
+
+/// ANTLR's "mismatched input 'x' expecting {...20 tokens...}" says little to a person.
+fn simplify(msg: &str) -> String {
+    let msg = msg.trim_start_matches("Syntax error: ");
+    let Some(rest) = msg.strip_prefix("mismatched input '") else {
+        return msg.to_string();
+    };
+    match rest.split_once("' expecting") {
+        Some(("<EOF>", _)) => "the expression ends too early".to_string(),
+        Some((token, _)) => format!("unexpected `{token}`"),
+        None => msg.to_string(),
+    }
 }
 
 fn collect(e: &IdedExpr, locals: &mut Vec<String>, out: &mut Vec<NameRef>) {

@@ -1105,9 +1105,11 @@ impl<'a> Converter<'a> {
         if let Some(n) = obj.get("json") {
             sources.push(self.string(n, "`json`").and_then(|expr| {
                 if let Err(err) = jmespath::compile(&expr) {
-                    let msg = err.to_string();
-                    let reason = msg.lines().next().unwrap_or(&msg).to_string();
-                    let at = expr.span.narrow(self.source, 0, expr.span.len);
+                    let reason = match &err.reason {
+                        jmespath::ErrorReason::Parse(msg) => msg.clone(),
+                        other => other.to_string(),
+                    };
+                    let at = crate::validate::locate(self.source, &expr, err.offset.min(expr.len()), expr.get(err.offset..).map_or("", |s| &s[..s.len().min(1)]));
                     self.push(
                         Diagnostic::new(Code::JmespathSyntax, at, format!("`json` of {what} is not valid JMESPath: {reason}"))
                             .label("invalid JMESPath")

@@ -293,18 +293,7 @@ impl<'a> Validator<'a> {
     /// Locate `needle` (found at `offset` in the value `text`) in the source, falling back
     /// to the whole value.
     fn locate(&self, value: &Sp<String>, offset: usize, needle: &str) -> Span {
-        let span = value.span;
-        let window_end = (span.offset + span.len.max(value.len() * 2 + 64)).min(self.source.len());
-        let Some(window) = self.source.get(span.offset..window_end) else {
-            return span;
-        };
-        if let Some(p) = window.find(value.as_str()).filter(|_| !value.is_empty()) {
-            return span.narrow(self.source, p + offset, needle.len());
-        }
-        match window.find(needle).filter(|_| !needle.is_empty()) {
-            Some(p) => span.narrow(self.source, p, needle.len()),
-            None => span,
-        }
+        locate(self.source, value, offset, needle)
     }
 
     fn template(
@@ -332,12 +321,13 @@ impl<'a> Validator<'a> {
                     Diagnostic::new(
                         Code::TemplateSyntax,
                         span,
-                        format!("template does not parse: {}", err.message),
+                        "template does not parse: a `{{` without its `}}`, or a malformed expression",
                     )
                     .label("template error")
-                    .help(
-                        "templates are handlebars: `{{params.name}}`, `{{steps.<id>.<capture>}}`",
-                    ),
+                    .help(format!(
+                        "templates are handlebars, e.g. `{{{{params.name}}}}` or `{{{{steps.<id>.<capture>}}}}` (parser: {})",
+                        err.message.trim_start_matches("invalid handlebars syntax: ")
+                    )),
                 );
                 return;
             }
@@ -658,6 +648,23 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+    }
+}
+
+/// Locate `needle` (found at `offset` in the scalar `value`) in the source, falling back
+/// to the whole scalar (quoting or folding can make the two texts differ).
+pub(crate) fn locate(source: &str, value: &Sp<String>, offset: usize, needle: &str) -> Span {
+    let span = value.span;
+    let window_end = (span.offset + span.len.max(value.len() * 2 + 64)).min(source.len());
+    let Some(window) = source.get(span.offset..window_end) else {
+        return span;
+    };
+    if let Some(p) = window.find(value.as_str()).filter(|_| !value.is_empty()) {
+        return span.narrow(source, p + offset, needle.len());
+    }
+    match window.find(needle).filter(|_| !needle.is_empty()) {
+        Some(p) => span.narrow(source, p, needle.len()),
+        None => span,
     }
 }
 

@@ -1,0 +1,31 @@
+//! The checked-in JSON Schema is generated from the format types; this fails when stale.
+//! Regenerate with `UPDATE_SCHEMA=1 cargo test -p runbook-core --test schema`.
+
+#[test]
+fn checked_in_schema_is_current() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/runbook.schema.json");
+    let generated = runbook_core::model::json_schema();
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &generated).expect("write schema");
+    }
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == generated,
+        "schemas/runbook.schema.json is stale: run `UPDATE_SCHEMA=1 cargo test -p runbook-core --test schema`"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&generated).expect("valid JSON");
+    for field in [
+        "apiVersion",
+        "name",
+        "title",
+        "steps",
+        "params",
+        "escalation",
+    ] {
+        assert!(
+            schema["properties"].get(field).is_some(),
+            "schema lacks `{field}`"
+        );
+    }
+}
