@@ -32,7 +32,7 @@ pub fn generate(n: usize) -> String {
             i += 4;
             continue;
         }
-        let read = if i > 0 && !(i % 50 == 0) {
+        let read = if i > 0 && i % 50 != 0 {
             format!(" {{{{steps.s{}.value}}}}", i - 1)
         } else {
             String::new()
