@@ -517,7 +517,11 @@ impl<'a> Validator<'a> {
         plan: Option<&Plan>,
         allow_self: bool,
     ) {
-        let Some(target) = self.rb.steps.iter().position(|s| s.id.as_str() == id) else {
+        let target = match plan {
+            Some(plan) => plan.index(id),
+            None => self.rb.steps.iter().position(|s| s.id.as_str() == id),
+        };
+        let Some(target) = target else {
             let mut d = Diagnostic::new(
                 Code::UnknownStep,
                 span,
