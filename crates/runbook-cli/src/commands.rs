@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::CommandFactory;
 use runbook_core::model::{
-    Action, CaptureSource, CaptureType, OnFail, OnFailSimple, ParamType, Runbook, Step, StepKind,
+    Action, CaptureSource, CaptureType, OnFail, OnFailSimple, ParamType, Runbook, StepKind,
 };
 use runbook_core::plan::{Edge, Plan};
-use runbook_core::template::{Context, Renderer};
+use runbook_core::render::{RenderedAction, RenderedStep, render_step};
+use runbook_core::template::Renderer;
 use runbook_core::validate::builtins;
 use serde_json::{Value, json};
 
@@ -35,6 +36,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Exit> {
             format,
         } => plan(cli, name, params, *format),
         Command::Graph { name, format } => graph(cli, name, *format),
+        Command::Exec(args) => crate::exec::exec(cli, args),
         Command::Schema => {
             emit(&runbook_core::model::json_schema())?;
             Ok(Exit::Success)
@@ -57,7 +59,7 @@ fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 /// Load a runbook by name and stop with its diagnostics unless it is valid.
-fn load_valid(cli: &Cli, name: &str) -> anyhow::Result<Result<Loaded, Exit>> {
+pub(crate) fn load_valid(cli: &Cli, name: &str) -> anyhow::Result<Result<Loaded, Exit>> {
     let path = library::resolve(name, &cli.dirs)?;
     let loaded = Loaded::read(&path)?;
     if loaded.checked.valid().is_none() {
@@ -297,166 +299,6 @@ fn plan_data(rb: &Runbook, params: &PlanParams) -> Value {
     })
 }
 
-struct Rendered {
-    title: String,
-    confirm: Option<String>,
-    action: Value,
-    lines: Vec<String>,
-}
-
-fn render_step(r: &Renderer, step: &Step, data: &Value) -> Rendered {
-    let render = |ctx: Context, text: &str| {
-        r.render(ctx, text, data)
-            .unwrap_or_else(|e| format!("<cannot render: {e}>"))
-    };
-    let title = render(Context::Text, &step.title);
-    let confirm = step.confirm.as_ref().map(|c| render(Context::Text, c));
-    let (action, lines) = match &step.action {
-        Some(Action::Shell(sh)) => {
-            let run = render(Context::Shell, &sh.run);
-            let env: BTreeMap<&str, String> = sh
-                .env
-                .iter()
-                .map(|(k, v)| (k.as_str(), render(Context::Text, v)))
-                .collect();
-            let cwd = sh.cwd.as_ref().map(|c| render(Context::Text, c));
-            let mut lines: Vec<String> = run
-                .lines()
-                .enumerate()
-                .map(|(i, l)| {
-                    if i == 0 {
-                        format!("$ {l}")
-                    } else {
-                        format!("  {l}")
-                    }
-                })
-                .collect();
-            for (k, v) in &env {
-                lines.push(format!("env {k}={v}"));
-            }
-            if let Some(c) = &cwd {
-                lines.push(format!("cwd {c}"));
-            }
-            (
-                json!({"shell": {"run": run, "env": env, "cwd": cwd, "interpreter": sh.interpreter.as_deref().unwrap_or("bash")}}),
-                lines,
-            )
-        }
-        Some(Action::Http(h)) => {
-            let url = render(Context::Url, &h.url);
-            let headers: BTreeMap<&str, String> = h
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), render(Context::Text, v)))
-                .collect();
-            let body = h.body.as_ref().map(|b| render(Context::Text, b));
-            let status = if h.status.is_empty() {
-                "2xx".to_string()
-            } else {
-                h.status
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let mut lines = vec![format!(
-                "{} {url}  (expect status {status})",
-                h.method.as_str()
-            )];
-            lines.extend(headers.iter().map(|(k, v)| format!("header {k}: {v}")));
-            if let Some(b) = &body {
-                lines.push(format!("body {b}"));
-            }
-            (
-                json!({"http": {"method": h.method.as_str(), "url": url, "headers": headers, "body": body, "status": h.status}}),
-                lines,
-            )
-        }
-        Some(Action::Wait(d)) => (json!({"wait": d.text}), vec![format!("wait {}", d.text)]),
-        Some(Action::Manual(text)) => {
-            let text = render(Context::Text, text);
-            let lines = text.lines().map(|l| format!("manual: {l}")).collect();
-            (json!({"manual": text}), lines)
-        }
-        Some(Action::SsmCommand(c)) => {
-            let commands: Vec<String> = c
-                .commands
-                .iter()
-                .map(|x| render(Context::Shell, x))
-                .collect();
-            let instance_ids: Vec<String> = c
-                .instance_ids
-                .iter()
-                .map(|x| render(Context::Text, x))
-                .collect();
-            let tags: BTreeMap<&str, Vec<String>> = c
-                .tags
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str(),
-                        v.iter().map(|x| render(Context::Text, x)).collect(),
-                    )
-                })
-                .collect();
-            let document = c.document.as_deref().unwrap_or("AWS-RunShellScript");
-            let targets = if instance_ids.is_empty() {
-                tags.iter()
-                    .map(|(k, v)| format!("tag:{k}={}", v.join(",")))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            } else {
-                instance_ids.join(", ")
-            };
-            let mut lines = vec![format!(
-                "aws ssm SendCommand document={document} targets=[{targets}]"
-            )];
-            if let Some(mc) = &c.max_concurrency {
-                lines.push(format!("max concurrency {mc}"));
-            }
-            if let Some(me) = &c.max_errors {
-                lines.push(format!("max errors {me}"));
-            }
-            lines.extend(commands.iter().map(|x| format!("$ {x}")));
-            (
-                json!({"ssm_command": {"service": "ssm", "operation": "SendCommand", "document": document, "commands": commands, "instance_ids": instance_ids, "tags": tags, "max_concurrency": c.max_concurrency, "max_errors": c.max_errors}}),
-                lines,
-            )
-        }
-        Some(Action::SsmAutomation(a)) => {
-            let parameters: BTreeMap<&str, Vec<String>> = a
-                .parameters
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str(),
-                        v.iter().map(|x| render(Context::Text, x)).collect(),
-                    )
-                })
-                .collect();
-            let shown: Vec<String> = parameters
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.join(",")))
-                .collect();
-            (
-                json!({"ssm_automation": {"service": "ssm", "operation": "StartAutomationExecution", "document": a.document.value, "parameters": parameters}}),
-                vec![format!(
-                    "aws ssm StartAutomationExecution document={} {}",
-                    a.document.value,
-                    shown.join(" ")
-                )],
-            )
-        }
-        None => (Value::Null, Vec::new()),
-    };
-    Rendered {
-        title,
-        confirm,
-        action,
-        lines,
-    }
-}
-
 fn capture_text(source: &CaptureSource) -> String {
     match source {
         CaptureSource::Stdout(t) => {
@@ -553,7 +395,16 @@ fn plan(cli: &Cli, name: &str, given: &[String], format: OutputFormat) -> anyhow
     let width = rb.steps.len().to_string().len();
     for (n, &i) in plan.order.iter().enumerate() {
         let step = &rb.steps[i];
-        let r = render_step(&renderer, step, &data);
+        let r = render_step(&renderer, step, &data).unwrap_or_else(|e| RenderedStep {
+            title: format!("{} <{e}>", step.title.value),
+            confirm: None,
+            action: None,
+        });
+        let lines = r
+            .action
+            .as_ref()
+            .map(RenderedAction::lines)
+            .unwrap_or_default();
         out.push_str(&format!(
             "{:>width$}. {:<6} {}  {}\n",
             n + 1,
@@ -566,7 +417,7 @@ fn plan(cli: &Cli, name: &str, given: &[String], format: OutputFormat) -> anyhow
         if !after.is_empty() {
             out.push_str(&format!("{pad}after: {}\n", after.join(", ")));
         }
-        for line in &r.lines {
+        for line in &lines {
             out.push_str(&format!("{pad}{line}\n"));
         }
         for (cname, cap) in &step.capture {

@@ -5,6 +5,7 @@
 
 mod commands;
 mod diagnostics;
+mod exec;
 mod library;
 mod table;
 
@@ -19,10 +20,13 @@ pub enum Exit {
     /// Everything worked.
     Success = 0,
     /// The runbook failed (a step failed and routing aborted or escalated).
-    #[allow(dead_code)]
     Failure = 1,
     /// Usage error or invalid runbook.
     Invalid = 2,
+    /// The operator declined or aborted.
+    Declined = 3,
+    /// Interrupted by a signal.
+    Interrupted = 130,
 }
 
 /// Declarative runbooks for incident response: validate, plan, show and run procedures
@@ -103,6 +107,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
+    /// Run a runbook: checks, confirmed acts, verifications, branches (see --dry-run)
+    Exec(exec::ExecArgs),
     /// Draw the step graph
     Graph {
         /// Runbook name on the search path, or a file path

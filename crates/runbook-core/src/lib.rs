@@ -14,6 +14,7 @@ pub mod convert;
 pub mod diag;
 pub mod model;
 pub mod plan;
+pub mod render;
 pub mod template;
 pub mod validate;
 pub mod yaml;

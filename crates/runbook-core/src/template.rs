@@ -259,12 +259,37 @@ impl Renderer {
         }
         let hb = match context {
             Context::Shell => &self.shell,
-            Context::Url => &self.url,
+            Context::Url => {
+                if let Some((base, rest)) = url_base(text) {
+                    let base = self
+                        .text
+                        .render_template(base, data)
+                        .map_err(|e| e.reason().to_string())?;
+                    let rest = self
+                        .url
+                        .render_template(rest, data)
+                        .map_err(|e| e.reason().to_string())?;
+                    return Ok(base + &rest);
+                }
+                &self.url
+            }
             Context::Text => &self.text,
         };
         hb.render_template(text, data)
             .map_err(|e| e.reason().to_string())
     }
+}
+
+/// A URL that starts with a plain `{{expression}}` takes that value as its base
+/// (scheme, host, maybe a path) and inserts it as is; every later value is a component
+/// and is percent-encoded. Returns the base expression and the rest.
+fn url_base(text: &str) -> Option<(&str, &str)> {
+    let inner = text.strip_prefix("{{")?;
+    if inner.starts_with(['{', '#', '/', '!', '>', '~']) {
+        return None;
+    }
+    let end = inner.find("}}")? + 4;
+    Some(text.split_at(end))
 }
 
 fn value_text(v: &serde_json::Value) -> String {
@@ -380,5 +405,11 @@ mod tests {
             "http://h/?q=a%20b%2Fc"
         );
         assert!(r.render(Context::Text, "{{params.nope}}", &data).is_err());
+        let data = json!({"params": {"base": "http://127.0.0.1:8080/api", "q": "a&b=c"}});
+        assert_eq!(
+            r.render(Context::Url, "{{params.base}}/health?q={{params.q}}", &data)
+                .unwrap(),
+            "http://127.0.0.1:8080/api/health?q=a%26b%3Dc"
+        );
     }
 }

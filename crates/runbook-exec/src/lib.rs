@@ -1,4 +1,22 @@
-//! The executor: runs a [`runbook_core::Plan`] with real actions and records a journal.
+//! Runs runbook plans: the engine, the actions and what a run reports.
 //!
-//! Not built yet: the executor issue fills this crate (tokio engine, shell/http/wait/manual
-//! actions, dry run, journal). Until then the CLI only offers the read-only commands.
+//! [`engine::Engine`] drives the plan from `runbook-core` on tokio. Actions are a closed
+//! set ([`runbook_core::render::RenderedAction`]), each run by a function in [`action`].
+//! Everything that happens is an [`event::Event`], sent to a [`event::Sink`] (terminal,
+//! JSON lines, journal). Questions for the operator go through [`engine::Operator`].
+//!
+//! **Architecture invariant:** this crate never touches the terminal; the CLI renders
+//! events and answers questions.
+
+#![deny(missing_docs)]
+
+pub mod action;
+pub mod capture;
+pub mod engine;
+pub mod eval;
+pub mod event;
+pub mod mask;
+pub mod params;
+
+pub use engine::{Control, Engine, Operator, Options, Question, Report};
+pub use event::{Answer, Event, Mode, RunStatus, Sink, Status};

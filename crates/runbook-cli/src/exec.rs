@@ -1,0 +1,709 @@
+//! `runbook exec`: resolve parameters, refuse what cannot work, run the engine, show
+//! its events (human or JSON lines), ask the operator, handle Ctrl-C.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anstyle::{AnsiColor, Style};
+use anyhow::{Context as _, bail};
+use runbook_core::model::{Param, ParamType, Runbook, StepKind};
+use runbook_exec::event::{Contact, Event, Mode, RunStatus, Sink, Status, Stream};
+use runbook_exec::{Answer, Engine, Operator, Options, Question, Report};
+use serde::Serialize;
+
+use crate::{Cli, Exit, table};
+
+/// `--output` formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecOutput {
+    /// For people: one line per step, live output, a summary.
+    Human,
+    /// One JSON event per line (see docs/events.md).
+    Json,
+}
+
+/// Arguments of `runbook exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Runbook name on the search path, or a file path
+    pub name: String,
+    /// Parameter value, `name=value` (repeatable)
+    #[arg(short, long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Parameter values from a YAML or JSON file (an object); --param wins
+    #[arg(long, value_name = "FILE")]
+    pub params_file: Option<PathBuf>,
+    /// Run checks live, show what acts would do, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Approve every act without asking
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Acknowledge manual steps without asking (never implied by --yes)
+    #[arg(long)]
+    pub auto_manual: bool,
+    /// Most steps running at once (acts still run one at a time)
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ExecOutput::Human)]
+    pub output: ExecOutput,
+    /// Who runs this (default: $USER@hostname)
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+}
+
+/// Run `runbook exec`.
+pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
+    let loaded = match crate::commands::load_valid(cli, &args.name)? {
+        Ok(l) => l,
+        Err(exit) => return Ok(exit),
+    };
+    let Some((rb, plan)) = loaded.checked.valid() else {
+        return Ok(Exit::Invalid);
+    };
+    let rb = Arc::new(rb.clone());
+    let plan = Arc::new(plan.clone());
+    let interactive = std::io::stdin().is_terminal();
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Live
+    };
+    let operator = args.operator.clone().unwrap_or_else(default_operator);
+    let options = Options {
+        mode,
+        yes: args.yes,
+        auto_manual: args.auto_manual,
+        parallel: usize::from(args.parallel),
+        run_id: run_id(&rb.name.value),
+        operator: operator.clone(),
+        ..Options::default()
+    };
+
+    // Parameters: everything checked before anything runs.
+    let given = args
+        .params
+        .iter()
+        .map(|p| runbook_exec::params::parse_assignment(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--param {e}"))?;
+    let file = match &args.params_file {
+        Some(path) => read_params_file(path)?,
+        None => serde_json::Map::new(),
+    };
+    let env_lookup = |name: &str| std::env::var(name).ok();
+    let ssm_lookup = |path: &str| -> Result<String, String> {
+        Err(format!(
+            "reading `{path}` from Parameter Store needs AWS support, which this build lacks; \
+             pass the value with --param instead"
+        ))
+    };
+    let mut ask = |name: &str, p: &Param| prompt_param(interactive, name, p);
+    let resolved = match runbook_exec::params::resolve(
+        &rb,
+        runbook_exec::params::Sources {
+            given: &given,
+            file: &file,
+            env: &env_lookup,
+            ssm: &ssm_lookup,
+            ask: &mut ask,
+        },
+    ) {
+        Ok(r) => r,
+        Err(problems) => {
+            bail!(
+                "cannot run {}: {}\n  {}",
+                rb.name.value,
+                if problems.len() == 1 {
+                    "1 problem with its parameters".to_string()
+                } else {
+                    format!("{} problems with its parameters", problems.len())
+                },
+                problems.join("\n  ")
+            );
+        }
+    };
+
+    // A run that will need answers must be able to ask for them.
+    if !interactive {
+        let need = runbook_exec::engine::needs_operator(&rb, &options);
+        if !need.is_empty() {
+            bail!(
+                "refusing to run {}: step{} {} need{} an operator's answer and stdin is not a terminal\n  \
+                 run it in a terminal, approve every act with --yes (and manual steps with --auto-manual), \
+                 or look first with --dry-run",
+                rb.name.value,
+                if need.len() == 1 { "" } else { "s" },
+                need.join(", "),
+                if need.len() == 1 { "s" } else { "" },
+            );
+        }
+    }
+
+    let env: serde_json::Map<String, serde_json::Value> = rb
+        .env
+        .iter()
+        .filter_map(|name| {
+            std::env::var(&name.value)
+                .ok()
+                .map(|v| (name.value.clone(), v.into()))
+        })
+        .collect();
+    let color = args.output == ExecOutput::Human
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let sink: Arc<dyn Sink> = match args.output {
+        ExecOutput::Human => Arc::new(Human::new(&rb, color)),
+        ExecOutput::Json => Arc::new(JsonLines),
+    };
+    let shown = resolved.shown(&rb);
+    let engine = Engine::new(
+        Arc::clone(&rb),
+        plan,
+        resolved.values,
+        shown,
+        resolved.secrets,
+        env,
+        options,
+        sink,
+        Arc::new(Terminal {
+            lock: tokio::sync::Mutex::new(()),
+        }),
+    )
+    .map_err(anyhow::Error::msg)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(async {
+        let control = engine.control();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            loop {
+                let term_fut = async {
+                    match term.as_mut() {
+                        Some(t) => {
+                            t.recv().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => {
+                        if r.is_err() { break; }
+                        control.interrupt();
+                    }
+                    () = term_fut => {
+                        control.interrupt();
+                        control.interrupt();
+                    }
+                }
+            }
+        });
+        engine.run().await
+    });
+    // A prompt may still be blocked reading stdin; do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    if args.output == ExecOutput::Human {
+        print_summary(&rb, &report, color, args.dry_run);
+    }
+    Ok(match report.status {
+        RunStatus::Succeeded => Exit::Success,
+        RunStatus::Failed | RunStatus::Escalated => Exit::Failure,
+        RunStatus::Aborted => Exit::Declined,
+        RunStatus::Interrupted => Exit::Interrupted,
+    })
+}
+
+fn read_params_file(
+    path: &std::path::Path,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read params file {}", path.display()))?;
+    let node = runbook_core::yaml::parse(&text).map_err(|(msg, span)| {
+        anyhow::anyhow!("{}:{}:{}: {msg}", path.display(), span.line, span.column)
+    })?;
+    match node.to_json() {
+        serde_json::Value::Object(map) => Ok(map),
+        serde_json::Value::Null => Ok(serde_json::Map::new()),
+        other => bail!(
+            "{}: expected a mapping of parameter names to values, found {}",
+            path.display(),
+            match other {
+                serde_json::Value::Array(_) => "a list",
+                _ => "a single value",
+            }
+        ),
+    }
+}
+
+fn prompt_param(interactive: bool, name: &str, p: &Param) -> Option<String> {
+    if !interactive {
+        return None;
+    }
+    let what = p
+        .description
+        .as_deref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
+    let question = format!("{name}{what}: ");
+    if p.ty.value == ParamType::Secret {
+        return rpassword::prompt_password(question).ok();
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{question}");
+    let _ = err.flush();
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_string()),
+    }
+}
+
+/// `user@host`.
+fn default_operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = nix_hostname().unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}")
+}
+
+fn nix_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// `20261122-0931-dbconn-7f3a`: sorts by start time (UTC), short enough to type.
+fn run_id(name: &str) -> String {
+    let now = SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let (date, time) = digits.split_at(8.min(digits.len()));
+    let short: String = name
+        .split('-')
+        .take(2)
+        .map(|s| s.chars().take(4).collect::<String>())
+        .collect();
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{date}-{}-{short}-{salt:04x}", &time[..4.min(time.len())])
+}
+
+/// Asks on the terminal, one question at a time.
+struct Terminal {
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Operator for Terminal {
+    fn ask(
+        &self,
+        question: Question,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>> {
+        Box::pin(async move {
+            let _turn = self.lock.lock().await;
+            tokio::task::spawn_blocking(move || ask_blocking(&question))
+                .await
+                .unwrap_or(Answer::Abort)
+        })
+    }
+}
+
+fn ask_blocking(q: &Question) -> Answer {
+    let mut err = anstream::stderr();
+    let bold = Style::new().bold();
+    let _ = writeln!(err);
+    let _ = writeln!(
+        err,
+        "{bold}{} {}{bold:#} — {}",
+        if q.manual { "manual" } else { "act" },
+        q.step,
+        q.title
+    );
+    for line in &q.lines {
+        let _ = writeln!(err, "    {line}");
+    }
+    let question = q.confirm.clone().unwrap_or_else(|| {
+        if q.manual {
+            "Done?".into()
+        } else {
+            "Run this step?".into()
+        }
+    });
+    loop {
+        let _ = write!(err, "{bold}{question}{bold:#} [y/N/skip/abort] ");
+        let _ = err.flush();
+        let mut line = String::new();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => return Answer::Abort,
+            Ok(_) => {}
+        }
+        match line.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => return Answer::Approve,
+            "" | "n" | "no" => return Answer::Decline,
+            "s" | "skip" => return Answer::Skip,
+            "a" | "abort" | "q" | "quit" => return Answer::Abort,
+            other => {
+                let _ = writeln!(err, "`{other}`: answer y, n, skip or abort");
+            }
+        }
+    }
+}
+
+/// `--output json`: one event per line.
+struct JsonLines;
+
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+impl Sink for JsonLines {
+    fn emit(&self, at: SystemTime, event: &Event) {
+        let line = Line {
+            ts: humantime::format_rfc3339_millis(at).to_string(),
+            event,
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// The terminal display: one line per step, live output, decisions.
+struct Human {
+    color: bool,
+    kinds: std::collections::HashMap<String, StepKind>,
+    out: Mutex<()>,
+}
+
+impl Human {
+    fn new(rb: &Runbook, color: bool) -> Self {
+        Human {
+            color,
+            kinds: rb
+                .steps
+                .iter()
+                .map(|s| (s.id.value.clone(), s.kind.value))
+                .collect(),
+            out: Mutex::new(()),
+        }
+    }
+
+    fn style(&self, s: Style) -> (String, String) {
+        if self.color {
+            (s.render().to_string(), s.render_reset().to_string())
+        } else {
+            (String::new(), String::new())
+        }
+    }
+
+    fn line(&self, text: &str) {
+        let _guard = self.out.lock();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+}
+
+fn secs(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+fn status_mark(status: Status) -> (&'static str, Style) {
+    let c = |a: AnsiColor| Style::new().fg_color(Some(a.into()));
+    match status {
+        Status::Succeeded => ("✓", c(AnsiColor::Green)),
+        Status::Failed => ("✗", c(AnsiColor::Red).bold()),
+        Status::Skipped => ("–", Style::new().dimmed()),
+        Status::Declined => ("✗", c(AnsiColor::Yellow)),
+        Status::NotExecuted => ("○", c(AnsiColor::Cyan)),
+        Status::Pending | Status::Running => ("…", Style::new().dimmed()),
+    }
+}
+
+impl Sink for Human {
+    fn emit(&self, _at: SystemTime, event: &Event) {
+        let (dim, dim_end) = self.style(Style::new().dimmed());
+        let (bold, bold_end) = self.style(Style::new().bold());
+        match event {
+            Event::RunStarted {
+                run_id,
+                runbook,
+                title,
+                mode,
+                params,
+                ..
+            } => {
+                let mode = match mode {
+                    Mode::Live => String::new(),
+                    Mode::DryRun => " — DRY RUN: acts are shown, not executed".into(),
+                };
+                self.line(&format!("{bold}{runbook}{bold_end} — {title}{mode}"));
+                self.line(&format!("{dim}run {run_id}{dim_end}"));
+                if !params.is_empty() {
+                    let shown: Vec<String> = params
+                        .iter()
+                        .map(|(k, v)| match v {
+                            serde_json::Value::String(s) => format!("{k}={s}"),
+                            other => format!("{k}={other}"),
+                        })
+                        .collect();
+                    self.line(&format!("{dim}params {}{dim_end}", shown.join(" ")));
+                }
+                self.line("");
+            }
+            Event::StepStarted {
+                step,
+                kind,
+                title,
+                attempt,
+                action,
+                confirm,
+            } => {
+                if *attempt > 1 {
+                    return;
+                }
+                self.line(&format!("{bold}▶ {kind:<6} {step}{bold_end}  {title}"));
+                if let Some(a) = action {
+                    for l in a.lines() {
+                        self.line(&format!("{dim}    {l}{dim_end}"));
+                    }
+                }
+                if let Some(c) = confirm {
+                    self.line(&format!("{dim}    confirm: {c}{dim_end}"));
+                }
+            }
+            Event::Output { step, stream, line } => {
+                let (red, red_end) = match stream {
+                    Stream::Stderr => {
+                        self.style(Style::new().fg_color(Some(AnsiColor::Yellow.into())))
+                    }
+                    Stream::Stdout => (String::new(), String::new()),
+                };
+                self.line(&format!("    {dim}{step} │{dim_end} {red}{line}{red_end}"));
+            }
+            Event::Captured { name, value, .. } => {
+                self.line(&format!("{dim}    {name} = {value}{dim_end}"));
+            }
+            Event::Condition {
+                expr,
+                result,
+                values,
+                ..
+            } => {
+                let vals = runbook_exec::eval::show(values);
+                let vals = if vals.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({vals})")
+                };
+                self.line(&format!("{dim}    {expr} → {result}{vals}{dim_end}"));
+            }
+            Event::AttemptFailed {
+                attempt,
+                attempts,
+                reason,
+                retry_in_ms,
+                ..
+            } => {
+                self.line(&format!(
+                    "    ↻ attempt {attempt}/{attempts}: {reason}; again in {}",
+                    secs(*retry_in_ms)
+                ));
+            }
+            Event::Asked { .. } | Event::Answered { .. } => {
+                if let Event::Answered { by, answer, .. } = event {
+                    if by.starts_with("--") {
+                        self.line(&format!("{dim}    approved by {by}{dim_end}"));
+                    } else if *answer != Answer::Approve {
+                        self.line(&format!("    {answer:?} by {by}").to_lowercase());
+                    }
+                }
+            }
+            Event::Decision {
+                step,
+                goto,
+                reason,
+                skips,
+            } => {
+                let Some(target) = goto.as_deref() else {
+                    self.line(&format!("    ⤷ {step}: {reason}"));
+                    return;
+                };
+                let skips = if skips.is_empty() {
+                    String::new()
+                } else {
+                    format!("; skips {}", skips.join(", "))
+                };
+                self.line(&format!(
+                    "    ⤷ {step} → {bold}{target}{bold_end} ({reason}){skips}"
+                ));
+            }
+            Event::Rewind {
+                step,
+                from,
+                round,
+                of,
+            } => {
+                self.line(&format!(
+                    "    ⟲ {step} failed: starting again from {from} (round {round} of {of})"
+                ));
+            }
+            Event::StepFinished {
+                step,
+                status,
+                duration_ms,
+                message,
+                ..
+            } => {
+                let (mark, style) = status_mark(*status);
+                let (s, s_end) = self.style(style);
+                let kind = self.kinds.get(step).map_or("", |k| k.as_str());
+                let msg = message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
+                let time = if matches!(
+                    status,
+                    Status::Skipped | Status::NotExecuted | Status::Pending
+                ) {
+                    String::new()
+                } else {
+                    format!(" {}", secs(*duration_ms))
+                };
+                self.line(&format!(
+                    "{s}{mark} {kind:<6} {step} {}{time}{s_end}{msg}",
+                    status.as_str()
+                ));
+            }
+            Event::Escalation { due, next, .. } => {
+                let (red, red_end) =
+                    self.style(Style::new().fg_color(Some(AnsiColor::Red.into())).bold());
+                self.line(&format!("{red}ESCALATE now:{red_end}"));
+                for Contact { after, to } in due {
+                    self.line(&format!("    {to}  (from {after})"));
+                }
+                if due.is_empty() {
+                    self.line("    (no escalation contacts are listed in this runbook)");
+                }
+                if let Some(Contact { after, to }) = next {
+                    self.line(&format!("    next: {to} at {after}"));
+                }
+            }
+            Event::Signal { action, .. } => {
+                self.line(&format!("\ninterrupted: {action}"));
+            }
+            Event::RunFinished { .. } => {}
+        }
+    }
+}
+
+fn print_summary(rb: &Runbook, report: &Report, color: bool, dry: bool) {
+    let rows: Vec<Vec<String>> = report
+        .steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.kind.as_str().to_string(),
+                s.status.as_str().to_string(),
+                if matches!(s.status, Status::Skipped | Status::Pending) {
+                    String::new()
+                } else {
+                    secs(u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX))
+                },
+                note(s.message.as_deref().unwrap_or_default()),
+            ]
+        })
+        .collect();
+    let mut out = String::from("\n");
+    out.push_str(&table::render(
+        &["STEP", "KIND", "STATUS", "TIME", "NOTE"],
+        &rows,
+    ));
+    let (style, word) = match report.status {
+        RunStatus::Succeeded => (
+            Style::new().fg_color(Some(AnsiColor::Green.into())).bold(),
+            "succeeded",
+        ),
+        RunStatus::Failed => (
+            Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+            "failed",
+        ),
+        RunStatus::Escalated => (
+            Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+            "failed and escalated",
+        ),
+        RunStatus::Aborted => (
+            Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold(),
+            "stopped by the operator",
+        ),
+        RunStatus::Interrupted => (
+            Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold(),
+            "interrupted",
+        ),
+    };
+    let (s, e) = if color {
+        (style.render().to_string(), style.render_reset().to_string())
+    } else {
+        (String::new(), String::new())
+    };
+    let ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+    let what = if dry {
+        format!("dry run of {}", rb.name.value)
+    } else {
+        rb.name.value.clone()
+    };
+    let not_run = if report.summary.not_executed > 0 {
+        format!(
+            "; {} not executed",
+            plural(report.summary.not_executed, "step")
+        )
+    } else {
+        String::new()
+    };
+    out.push_str(&format!(
+        "\n{s}{what} {word}{e} in {}{not_run} (exit {})\n",
+        secs(ms),
+        report.status.exit_code()
+    ));
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A summary note: the first line, at most 80 characters (the step line has it whole).
+fn note(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default();
+    if first.chars().count() > 80 || message.contains('\n') {
+        let cut: String = first.chars().take(79).collect();
+        format!("{cut}…")
+    } else {
+        first.to_string()
+    }
+}

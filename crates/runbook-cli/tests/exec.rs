@@ -1,0 +1,666 @@
+//! `runbook exec` end to end: the real binary running real commands from the runbooks in
+//! `tests/fixtures/exec/`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> String {
+    root()
+        .join("tests/fixtures/exec")
+        .join(format!("{name}.yaml"))
+        .display()
+        .to_string()
+}
+
+fn runbook() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    cmd.current_dir(root())
+        .env("NO_COLOR", "1")
+        .env_remove("RUNBOOK_PATH")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Run `runbook exec <fixture> -p dir=<dir> <args>`.
+fn exec(name: &str, dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = runbook();
+    cmd.arg("exec").arg(fixture(name));
+    cmd.arg("-p").arg(format!("dir={}", dir.display()));
+    cmd.args(args);
+    cmd.output().expect("runbook runs")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn read_ns(dir: &Path, file: &str) -> u128 {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn independent_steps_run_concurrently_and_parallel_1_serialises() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("concurrent", dir.path(), &["--parallel", "4"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let d = dir.path();
+    // Every pair overlapped: each started before the other ended.
+    for (x, y) in [("a", "b"), ("b", "c"), ("a", "c")] {
+        assert!(read_ns(d, &format!("{x}.start")) < read_ns(d, &format!("{y}.end")));
+        assert!(read_ns(d, &format!("{y}.start")) < read_ns(d, &format!("{x}.end")));
+    }
+    // `done` needs all three, so it starts after every one ended.
+    for x in ["a", "b", "c"] {
+        assert!(read_ns(d, &format!("{x}.end")) <= read_ns(d, "done.start"));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("concurrent", dir.path(), &["--parallel", "1"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let d = dir.path();
+    // In list order, one at a time: no overlap at all.
+    assert!(read_ns(d, "a.end") <= read_ns(d, "b.start"));
+    assert!(read_ns(d, "b.end") <= read_ns(d, "c.start"));
+}
+
+#[test]
+fn every_on_fail_route() {
+    let run = |route: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = exec("routes", dir.path(), &["-p", &format!("route={route}")]);
+        let files: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        (code(&out), text(&out).0, files)
+    };
+    let (c, out, files) = run("abort");
+    assert_eq!(c, 1, "{out}");
+    assert!(files.is_empty(), "{files:?}");
+    assert!(out.contains("✗ check  fail_abort failed"), "{out}");
+    assert!(out.contains("exit code 3"), "{out}");
+    assert!(out.contains("routes failed in"), "{out}");
+
+    let (c, out, files) = run("continue");
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(files, ["after"]);
+    assert!(out.contains("exit code 4: no luck"), "{out}");
+
+    let (c, out, files) = run("escalate");
+    assert_eq!(c, 1, "{out}");
+    assert!(files.is_empty());
+    assert!(out.contains("ESCALATE now:"), "{out}");
+    assert!(out.contains("on-call (oncall@example.com)"), "{out}");
+    assert!(out.contains("next: operations lead at 30m"), "{out}");
+
+    let (c, out, files) = run("goto");
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(files, ["handler"]);
+    assert!(out.contains("fail_goto → handler (on_fail)"), "{out}");
+}
+
+#[test]
+fn retry_from_loops_a_bounded_number_of_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("retry-from", dir.path(), &["-p", "recover_after=3"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let n = std::fs::read_to_string(dir.path().join("investigations")).unwrap();
+    assert_eq!(n.lines().count(), 3);
+    assert!(dir.path().join("reported").exists());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("retry-from", dir.path(), &["-p", "recover_after=100"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 1, "{stdout}");
+    let n = std::fs::read_to_string(dir.path().join("investigations")).unwrap();
+    assert_eq!(n.lines().count(), 4, "the first run and 3 rounds");
+    assert!(
+        stdout.contains("gave up after 3 rounds from investigate"),
+        "{stdout}"
+    );
+    assert!(!dir.path().join("reported").exists());
+}
+
+#[test]
+fn verify_polls_until_the_third_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("poll", dir.path(), &[]);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}");
+    let n = std::fs::read_to_string(dir.path().join("polls")).unwrap();
+    assert_eq!(n.lines().count(), 3);
+    assert!(stdout.contains("attempt 1/5"), "{stdout}");
+    assert!(stdout.contains("attempt 2/5"), "{stdout}");
+    assert!(!stdout.contains("attempt 3/5"), "{stdout}");
+}
+
+/// Whether a process exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+fn wait_dead(pid: i32) -> bool {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("timeout", dir.path(), &[]);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 1, "{stdout}");
+    assert!(stdout.contains("timed out"), "{stdout}");
+    assert!(!dir.path().join("never").exists());
+    for file in ["leader.pid", "child.pid"] {
+        let pid: i32 = std::fs::read_to_string(dir.path().join(file))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(wait_dead(pid), "{file} {pid} outlived the step");
+    }
+}
+
+#[test]
+fn branches_converge() {
+    for (big, arm) in [("false", "small"), ("true", "big")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = exec("converge", dir.path(), &["-p", &format!("big={big}")]);
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+        let arms = std::fs::read_to_string(dir.path().join("arms")).unwrap();
+        assert_eq!(arms, format!("{arm}\njoin\n"));
+    }
+}
+
+#[test]
+fn captures_of_every_type() {
+    let out = runbook()
+        .args(["exec", &fixture("captures")])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert!(stdout.contains(r#"ids = ["x","y"]"#), "{stdout}");
+    assert!(stdout.contains(r#"pct = "93""#), "{stdout}");
+    assert_eq!(stdout.matches("→ true").count(), 8, "{stdout}");
+}
+
+#[test]
+fn runtime_failures_name_the_step_and_what_went_wrong() {
+    let cases = [
+        (
+            "capture",
+            "✗ check  not_an_int failed",
+            "capture `n`: expected an integer; the output was `twelve`",
+        ),
+        (
+            "cel",
+            "✗ check  bad_cel failed",
+            "condition `s > 5` failed: found no matching overload",
+        ),
+        (
+            "missing_command",
+            "✗ check  no_such_command failed",
+            "command not found (exit code 127)",
+        ),
+        (
+            "flood",
+            "✗ check  flood failed",
+            "output beyond 1 MiB is neither shown nor kept",
+        ),
+    ];
+    for (case, head, message) in cases {
+        let out = runbook()
+            .args([
+                "exec",
+                &fixture("bad-runtime"),
+                "-p",
+                &format!("case={case}"),
+            ])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 1, "{case}: {stderr}");
+        assert!(stdout.contains(head), "{case}: {stdout}");
+        assert!(stdout.contains(message), "{case}: {message}");
+        assert!(stdout.contains("STEP "), "{case}: summary printed");
+        assert!(stdout.contains("bad-runtime failed in"), "{case}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        // A flood is cut, not kept: far less than the 100 MB printed.
+        assert!(stdout.len() < 3 << 20, "{case}: {} bytes", stdout.len());
+    }
+}
+
+#[test]
+fn injection_strings_in_params_stay_literal() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let evil = format!("x'; touch {}; echo '", marker.display());
+    let evil2 = format!("$(touch {})", marker.display());
+    for value in [evil, evil2] {
+        let out = exec(
+            "acts",
+            dir.path(),
+            &["--yes", "-p", &format!("target={value}")],
+        );
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+        assert!(!marker.exists(), "injection ran for {value}");
+        let written = std::fs::read_to_string(dir.path().join("changed")).unwrap();
+        assert_eq!(written.trim_end(), value);
+    }
+}
+
+#[test]
+fn dry_run_never_executes_an_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("acts", dir.path(), &["--dry-run"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}");
+    assert!(!dir.path().join("changed").exists());
+    assert!(!dir.path().join("second").exists());
+    assert!(stdout.contains("DRY RUN"), "{stdout}");
+    assert!(stdout.contains("confirm: Really change db-1?"), "{stdout}");
+    assert!(stdout.contains("○ act    change not executed"), "{stdout}");
+    assert!(stdout.contains("… verify changed pending"), "{stdout}");
+    // The check before the acts ran live.
+    assert!(stdout.contains("look │ looking at db-1"), "{stdout}");
+    assert!(stdout.contains("dry run of acts succeeded"), "{stdout}");
+}
+
+#[test]
+fn acts_without_a_terminal_or_yes_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("acts", dir.path(), &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 2);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("refusing to run acts: steps change, second need an operator's answer and stdin is not a terminal"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--yes"), "{stderr}");
+}
+
+#[test]
+fn bad_params_are_all_reported_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runbook()
+        .args([
+            "exec",
+            "runbooks/db-connection-error.yaml",
+            "--dry-run",
+            "-p",
+            "db_instanse=x",
+            "-p",
+            "db_port=fifty",
+            "-p",
+            "db_instance=bad name;rm",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("3 problems with its parameters"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown parameter `db_instanse`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `db_instance`"), "{stderr}");
+    assert!(
+        stderr.contains("parameter `db_port` from --param: expected an integer, got `fifty`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not match the pattern"), "{stderr}");
+
+    let out = exec("retry-from", dir.path(), &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr.contains("missing required parameter `recover_after` (The probe succeeds from this investigation on): give --param recover_after=VALUE"),
+        "{stderr}"
+    );
+
+    let file = dir.path().join("params.yaml");
+    std::fs::write(&file, "recover_after: 1\nrounds: 2\n").unwrap();
+    let out = exec(
+        "retry-from",
+        dir.path(),
+        &["--params-file", file.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+
+    std::fs::write(&file, "- not a mapping\n").unwrap();
+    let out = exec(
+        "retry-from",
+        dir.path(),
+        &["--params-file", file.to_str().unwrap()],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr.contains("expected a mapping of parameter names to values"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_output_is_one_event_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("converge", dir.path(), &["--output", "json"]);
+    assert_eq!(code(&out), 0);
+    let (stdout, _) = text(&out);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(kinds.last(), Some(&"run_finished"));
+    let finished = events.last().unwrap();
+    assert_eq!(finished["status"], "succeeded");
+    assert_eq!(finished["exit_code"], 0);
+    assert_eq!(finished["summary"]["succeeded"], 4);
+    assert_eq!(finished["summary"]["skipped"], 1);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["ts"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+    let decision = events.iter().find(|e| e["event"] == "decision").unwrap();
+    assert_eq!(decision["goto"], "small_arm");
+    assert_eq!(decision["skips"], serde_json::json!(["big_arm"]));
+    // Snapshot with the run-dependent values normalised.
+    let normalised: Vec<serde_json::Value> = events
+        .into_iter()
+        .map(|mut e| {
+            let obj = e.as_object_mut().unwrap();
+            obj.remove("ts");
+            for key in ["duration_ms", "run_id"] {
+                if obj.contains_key(key) {
+                    obj.insert(key.into(), "[..]".into());
+                }
+            }
+            if let Some(p) = obj.get_mut("params").and_then(|p| p.as_object_mut()) {
+                p.insert("dir".into(), "[dir]".into());
+            }
+            let text = serde_json::to_string(&e)
+                .unwrap()
+                .replace(&dir.path().display().to_string(), "[dir]");
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect();
+    insta::assert_json_snapshot!("converge_events", normalised);
+}
+
+#[test]
+fn human_output_snapshot() {
+    let out = runbook()
+        .args(["exec", &fixture("captures")])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0);
+    let (stdout, _) = text(&out);
+    let durations = regex::Regex::new(r"\b\d+(\.\d+)?(ms|s)\b").unwrap();
+    let run_id = regex::Regex::new(r"run \d{8}-\d{4}-\w+-[0-9a-f]{4}").unwrap();
+    let stdout = durations.replace_all(&stdout, "[t]");
+    let stdout = run_id.replace_all(&stdout, "run [id]");
+    // The summary table's column widths depend on the durations; collapse runs of spaces.
+    let spaces = regex::Regex::new(r" {2,}").unwrap();
+    let stdout = spaces.replace_all(&stdout, "  ");
+    insta::assert_snapshot!("captures_human", stdout);
+}
+
+#[test]
+fn interrupt_stops_scheduling_then_kills_and_exits_130() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = runbook()
+        .args(["exec", &fixture("signal"), "-p"])
+        .arg(format!("dir={}", dir.path().display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started = line.contains("long │ started");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    kill(pid, Signal::SIGINT).unwrap();
+    // The first interrupt lets the running step go on.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited on the first Ctrl-C"
+    );
+    kill(pid, Signal::SIGINT).unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let all = format!("{}\n{}", seen.join("\n"), rest.join("\n"));
+    assert_eq!(status.code(), Some(130), "{all}");
+    assert!(all.contains("interrupted: no new steps start"), "{all}");
+    assert!(
+        all.contains("interrupted: killing running commands"),
+        "{all}"
+    );
+    assert!(all.contains("signal interrupted in"), "{all}");
+    assert!(!dir.path().join("after").exists());
+    let leader: i32 = std::fs::read_to_string(dir.path().join("leader.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(wait_dead(leader), "the step's shell outlived the interrupt");
+}
+
+#[test]
+fn http_action_retries_until_the_server_recovers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    {
+        let hits = Arc::clone(&hits);
+        let seen = Arc::clone(&seen);
+        let app = axum::Router::new().route(
+            "/health",
+            axum::routing::get(
+                move |headers: axum::http::HeaderMap, uri: axum::http::Uri| {
+                    let hits = Arc::clone(&hits);
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        let n = hits.fetch_add(1, Ordering::SeqCst);
+                        seen.lock().unwrap().push(format!(
+                            "{} {}",
+                            uri,
+                            headers
+                                .get("x-probe")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                        ));
+                        if n == 0 {
+                            (
+                                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                                "boom".to_string(),
+                            )
+                        } else {
+                            (axum::http::StatusCode::OK, r#"{"status":"ok"}"#.to_string())
+                        }
+                    }
+                },
+            ),
+        );
+        rt.spawn(async move { axum::serve(listener, app).await });
+    }
+    let out = runbook()
+        .args(["exec", &fixture("http"), "-p"])
+        .arg(format!("base=http://{addr}"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert!(
+        stdout.contains("HTTP 500 Internal Server Error"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("attempt 1/3"), "{stdout}");
+    assert!(stdout.contains(r#"state = "ok""#), "{stdout}");
+    let seen = seen.lock().unwrap();
+    // The parameter was percent-encoded into the URL; the header was sent.
+    assert_eq!(seen[0], "/health?name=a%20b%2Fc runbook");
+
+    // A server that is not there: a clear message, exit 1.
+    drop(rt);
+    let out = runbook()
+        .args(["exec", &fixture("http"), "-p"])
+        .arg(format!("base=http://{addr}"))
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("request to http://{addr}/health")),
+        "{stdout}"
+    );
+}
+
+mod pty {
+    use super::*;
+    use expectrl::session::OsSession as Session;
+    use expectrl::{Eof, Expect};
+
+    fn session(dir: &Path) -> Session {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.current_dir(root())
+            .env("NO_COLOR", "1")
+            .args(["exec", &fixture("acts"), "-p"])
+            .arg(format!("dir={}", dir.display()));
+        let mut s = Session::spawn(cmd).expect("spawn in a pty");
+        s.set_expect_timeout(Some(Duration::from_secs(30)));
+        s
+    }
+
+    fn finish(mut s: Session) -> (i32, String) {
+        let rest = s.expect(Eof).expect("runbook ends");
+        let text = String::from_utf8_lossy(rest.as_bytes()).into_owned();
+        let status = format!("{:?}", s.get_process().wait().unwrap());
+        // `Exited(Pid(123), 3)`
+        let code = status
+            .strip_prefix("Exited(")
+            .and_then(|r| r.rsplit_once(", "))
+            .and_then(|(_, c)| c.trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("{status}"));
+        (code, text)
+    }
+
+    #[test]
+    fn yes_runs_the_act() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = session(dir.path());
+        s.expect("Really change db-1? [y/N/skip/abort]").unwrap();
+        s.send_line("y").unwrap();
+        s.expect("Run this step? [y/N/skip/abort]").unwrap();
+        s.send_line("yes").unwrap();
+        let (code, text) = finish(s);
+        assert_eq!(code, 0, "{text}");
+        assert!(dir.path().join("changed").exists());
+        assert!(dir.path().join("second").exists());
+    }
+
+    #[test]
+    fn no_declines_and_exits_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = session(dir.path());
+        s.expect("Really change db-1? [y/N/skip/abort]").unwrap();
+        s.send_line("N").unwrap();
+        let (code, text) = finish(s);
+        assert_eq!(code, 3, "{text}");
+        assert!(text.contains("declined by the operator"), "{text}");
+        assert!(!dir.path().join("changed").exists());
+    }
+
+    #[test]
+    fn skip_leaves_the_act_out_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = session(dir.path());
+        s.expect("Really change db-1? [y/N/skip/abort]").unwrap();
+        s.send_line("y").unwrap();
+        s.expect("Run this step? [y/N/skip/abort]").unwrap();
+        s.send_line("skip").unwrap();
+        let (code, text) = finish(s);
+        // second_done fails (nothing was changed) and continues.
+        assert_eq!(code, 0, "{text}");
+        assert!(dir.path().join("changed").exists());
+        assert!(!dir.path().join("second").exists());
+        assert!(text.contains("skipped by the operator"), "{text}");
+    }
+
+    #[test]
+    fn abort_stops_the_run_and_exits_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = session(dir.path());
+        s.expect("Really change db-1? [y/N/skip/abort]").unwrap();
+        s.send_line("what").unwrap();
+        s.expect("answer y, n, skip or abort").unwrap();
+        s.send_line("abort").unwrap();
+        let (code, text) = finish(s);
+        assert_eq!(code, 3, "{text}");
+        assert!(text.contains("aborted by the operator"), "{text}");
+        assert!(!dir.path().join("changed").exists());
+    }
+}

@@ -1,0 +1,143 @@
+//! Evaluating CEL conditions (`expect`, branch `when`) over the values of a run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// The result of a condition: whether it held and the values it read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Whether the condition held.
+    pub result: bool,
+    /// `name → value` for every name the expression reads that has a value.
+    pub values: serde_json::Map<String, Value>,
+}
+
+/// Evaluate `expr` with the top-level names of `scope` (an object: `params`, `steps`,
+/// `run`, and inside a step its own captures and built-ins) as variables.
+///
+/// The error names the expression and shows the values it saw.
+pub fn evaluate(expr: &str, scope: &serde_json::Map<String, Value>) -> Result<Outcome, String> {
+    let values = seen(expr, scope);
+    let program = cel::Program::compile(expr)
+        .map_err(|e| format!("condition `{expr}` does not parse: {e}"))?;
+    let mut ctx = cel::Context::default();
+    for (k, v) in scope {
+        ctx.add_variable_from_value(k.clone(), to_cel(v));
+    }
+    let shown = || {
+        if values.is_empty() {
+            String::new()
+        } else {
+            format!(" (values: {})", show(&values))
+        }
+    };
+    match program.execute(&ctx) {
+        Ok(cel::Value::Bool(result)) => Ok(Outcome { result, values }),
+        Ok(other) => Err(format!(
+            "condition `{expr}` gave {other:?}, not true or false{}",
+            shown()
+        )),
+        Err(e) => Err(format!("condition `{expr}` failed: {e}{}", shown())),
+    }
+}
+
+/// `a = 1, b = "x"` for messages.
+pub fn show(values: &serde_json::Map<String, Value>) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The values of the qualified names the expression reads.
+fn seen(expr: &str, scope: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let Ok(names) = runbook_core::cond::analyze(expr) else {
+        return out;
+    };
+    for name in names {
+        let mut cur = scope.get(&name[0]);
+        for seg in &name[1..] {
+            cur = cur.and_then(|v| v.get(seg));
+        }
+        let key = name.join(".");
+        match cur {
+            Some(v) => out.insert(key, v.clone()),
+            None => out.insert(key, Value::String("<missing>".into())),
+        };
+    }
+    out
+}
+
+/// JSON to CEL: integers stay signed where they fit, so `count < 180` compares
+/// like with like.
+pub fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                cel::Value::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                cel::Value::UInt(u)
+            } else {
+                cel::Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => {
+            let m: HashMap<cel::objects::Key, cel::Value> = map
+                .iter()
+                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
+            cel::Value::Map(cel::objects::Map { map: Arc::new(m) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn evaluates_over_params_and_steps() {
+        let s = scope(json!({
+            "params": {"max_connections": 200},
+            "steps": {"connections": {"count": 185}},
+            "count": 185,
+            "pids": ["12", "13"],
+        }));
+        let o = evaluate(
+            "steps.connections.count >= params.max_connections * 9 / 10",
+            &s,
+        )
+        .unwrap();
+        assert!(o.result);
+        assert_eq!(o.values["steps.connections.count"], 185);
+        assert!(!evaluate("count < 180", &s).unwrap().result);
+        assert!(evaluate("size(pids) == 2", &s).unwrap().result);
+    }
+
+    #[test]
+    fn errors_name_expression_and_values() {
+        let s = scope(json!({"count": "abc"}));
+        let err = evaluate("count < 10", &s).unwrap_err();
+        assert!(
+            err.contains("count < 10") && err.contains("\"abc\""),
+            "{err}"
+        );
+        let err = evaluate("nope > 1", &s).unwrap_err();
+        assert!(err.contains("nope"), "{err}");
+        let err = evaluate("count", &s).unwrap_err();
+        assert!(err.contains("not true or false"), "{err}");
+    }
+}

@@ -1,0 +1,377 @@
+//! What a run reports: one [`Event`] per thing that happened, in order.
+//!
+//! The same events feed the terminal display, `--output json` (one event per line) and
+//! the journal. Every text in an event has been through the run's secret mask before it
+//! leaves the engine. The JSON shape is documented in `docs/events.md`.
+
+use std::time::SystemTime;
+
+use runbook_core::render::RenderedAction;
+use serde::{Deserialize, Serialize};
+
+/// Live run or dry run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Everything runs.
+    Live,
+    /// Checks run; acts are shown, not executed.
+    DryRun,
+}
+
+impl Mode {
+    /// `live` or `dry-run`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::DryRun => "dry-run",
+        }
+    }
+}
+
+/// Where a step's state ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Not decided yet (in a summary: never reached).
+    Pending,
+    /// Started and not finished.
+    Running,
+    /// Action done, captures taken, expectation held.
+    Succeeded,
+    /// Action, capture or expectation failed.
+    Failed,
+    /// Not run: no incoming route was taken, or the operator skipped it.
+    Skipped,
+    /// The operator answered no.
+    Declined,
+    /// Dry run: an act that was shown, not executed.
+    NotExecuted,
+}
+
+impl Status {
+    /// The word shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Succeeded => "ok",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Declined => "declined",
+            Status::NotExecuted => "not executed",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every step that had to run succeeded (or failed with a route that goes on).
+    Succeeded,
+    /// A step failed and its route stopped the run (exit 1).
+    Failed,
+    /// A step failed with `on_fail: escalate` (exit 1).
+    Escalated,
+    /// The operator declined or aborted (exit 3).
+    Aborted,
+    /// Stopped by a signal (exit 130).
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The process exit code for this ending.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            RunStatus::Succeeded => 0,
+            RunStatus::Failed | RunStatus::Escalated => 1,
+            RunStatus::Aborted => 3,
+            RunStatus::Interrupted => 130,
+        }
+    }
+
+    /// The word shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Escalated => "escalated",
+            RunStatus::Aborted => "aborted",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// What the operator (or a flag standing in for them) answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// Go ahead (for a manual step: done).
+    Approve,
+    /// Do not do it; the run stops (exit 3).
+    Decline,
+    /// Leave this step out and go on.
+    Skip,
+    /// Stop the run now (exit 3).
+    Abort,
+}
+
+/// A contact on the escalation ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Due this long after the start (as written).
+    pub after: String,
+    /// Who.
+    pub to: String,
+}
+
+/// Counts per final status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Steps that succeeded.
+    pub succeeded: usize,
+    /// Steps that failed.
+    pub failed: usize,
+    /// Steps skipped.
+    pub skipped: usize,
+    /// Acts declined.
+    pub declined: usize,
+    /// Dry-run acts not executed.
+    pub not_executed: usize,
+    /// Steps never reached.
+    pub pending: usize,
+}
+
+/// One thing that happened during a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The run begins.
+    RunStarted {
+        /// Run id.
+        run_id: String,
+        /// Runbook name.
+        runbook: String,
+        /// Runbook title.
+        title: String,
+        /// Live or dry run.
+        mode: Mode,
+        /// Parameter values, secrets masked.
+        params: serde_json::Map<String, serde_json::Value>,
+        /// Number of steps in the runbook.
+        steps: usize,
+    },
+    /// A step begins (or begins another attempt).
+    StepStarted {
+        /// Step id.
+        step: String,
+        /// check, act, verify or branch.
+        kind: String,
+        /// Rendered title.
+        title: String,
+        /// 1-based attempt.
+        attempt: u32,
+        /// The rendered action, secrets masked.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        action: Option<RenderedAction>,
+        /// The confirmation question of an act, rendered and masked.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        confirm: Option<String>,
+    },
+    /// A line of output from a running step.
+    Output {
+        /// Step id.
+        step: String,
+        /// stdout or stderr.
+        stream: Stream,
+        /// The line, without its newline, secrets masked.
+        line: String,
+    },
+    /// A value captured from a step's result.
+    Captured {
+        /// Step id.
+        step: String,
+        /// Capture name.
+        name: String,
+        /// The value (`***` for secrets).
+        value: serde_json::Value,
+    },
+    /// A condition was evaluated (`expect` or a branch case).
+    Condition {
+        /// Step id.
+        step: String,
+        /// The CEL expression.
+        expr: String,
+        /// Whether it held.
+        result: bool,
+        /// The values of the names it read.
+        values: serde_json::Map<String, serde_json::Value>,
+    },
+    /// An attempt failed and another will follow.
+    AttemptFailed {
+        /// Step id.
+        step: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Of how many.
+        attempts: u32,
+        /// Why.
+        reason: String,
+        /// Wait before the next attempt.
+        retry_in_ms: u64,
+    },
+    /// The operator was asked something.
+    Asked {
+        /// Step id.
+        step: String,
+        /// The question.
+        question: String,
+    },
+    /// The operator (or `--yes` / `--auto-manual`) answered.
+    Answered {
+        /// Step id.
+        step: String,
+        /// The answer.
+        answer: Answer,
+        /// Who: the operator, or the flag that answered for them.
+        by: String,
+    },
+    /// A branch chose its route, or a failure routed the run.
+    Decision {
+        /// Step id.
+        step: String,
+        /// The step the run goes on with (none: the branch leads nowhere).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        goto: Option<String>,
+        /// Why, for people: `case 1: ...`, `default`, `on_fail`.
+        reason: String,
+        /// Steps this decision leaves out.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skips: Vec<String>,
+    },
+    /// `retry_from` sends the run back to an earlier step.
+    Rewind {
+        /// The step that failed.
+        step: String,
+        /// Where the run starts again.
+        from: String,
+        /// This is loop number `round` of at most `of`.
+        round: u32,
+        /// Maximum rounds.
+        of: u32,
+    },
+    /// A step reached its end.
+    StepFinished {
+        /// Step id.
+        step: String,
+        /// Final status.
+        status: Status,
+        /// Exit code of a shell step.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// Wall time, attempts and waits included.
+        duration_ms: u64,
+        /// Why it failed or was skipped.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// Escalation contacts shown after `on_fail: escalate`.
+    Escalation {
+        /// Step id.
+        step: String,
+        /// Contacts due now.
+        due: Vec<Contact>,
+        /// The next rung, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<Contact>,
+    },
+    /// A signal arrived.
+    Signal {
+        /// SIGINT, SIGTERM.
+        signal: String,
+        /// What the engine does about it.
+        action: String,
+    },
+    /// The run ended.
+    RunFinished {
+        /// How.
+        status: RunStatus,
+        /// Process exit code.
+        exit_code: i32,
+        /// Wall time.
+        duration_ms: u64,
+        /// Counts per status.
+        summary: Summary,
+    },
+}
+
+impl Event {
+    /// The step an event is about, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Event::StepStarted { step, .. }
+            | Event::Output { step, .. }
+            | Event::Captured { step, .. }
+            | Event::Condition { step, .. }
+            | Event::AttemptFailed { step, .. }
+            | Event::Asked { step, .. }
+            | Event::Answered { step, .. }
+            | Event::Decision { step, .. }
+            | Event::Rewind { step, .. }
+            | Event::StepFinished { step, .. }
+            | Event::Escalation { step, .. } => Some(step),
+            Event::RunStarted { .. } | Event::Signal { .. } | Event::RunFinished { .. } => None,
+        }
+    }
+}
+
+/// Receives every event of a run, in order, as it happens.
+///
+/// `emit` is called from the engine's tasks; an implementation that writes to a file
+/// must have the record on disk before returning (the journal fsyncs), because the engine
+/// acts on the event right after.
+pub trait Sink: Send + Sync {
+    /// Take one event.
+    fn emit(&self, at: SystemTime, event: &Event);
+}
+
+/// A sink that forwards to several sinks in order (the journal first).
+#[derive(Default)]
+pub struct Fanout(pub Vec<Box<dyn Sink>>);
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fanout({} sinks)", self.0.len())
+    }
+}
+
+impl Sink for Fanout {
+    fn emit(&self, at: SystemTime, event: &Event) {
+        for s in &self.0 {
+            s.emit(at, event);
+        }
+    }
+}
+
+/// Collects events in memory (tests, summaries).
+#[derive(Debug, Default)]
+pub struct Recorder(pub std::sync::Mutex<Vec<Event>>);
+
+impl Sink for Recorder {
+    fn emit(&self, _: SystemTime, event: &Event) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(event.clone());
+        }
+    }
+}

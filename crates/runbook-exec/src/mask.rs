@@ -1,0 +1,98 @@
+//! Secret masking: every secret value is replaced by `***` wherever it appears.
+
+use std::sync::RwLock;
+
+/// The replacement text.
+pub const MASK: &str = "***";
+
+/// The secret values of a run. Captures marked `secret` are added as they are taken.
+#[derive(Debug, Default)]
+pub struct Masker {
+    secrets: RwLock<Vec<String>>,
+}
+
+impl Masker {
+    /// A masker for these values (empty ones are ignored).
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let m = Masker::default();
+        for s in secrets {
+            m.add(s);
+        }
+        m
+    }
+
+    /// Add a value to hide from now on.
+    pub fn add(&self, secret: String) {
+        if secret.is_empty() {
+            return;
+        }
+        if let Ok(mut v) = self.secrets.write() {
+            if !v.contains(&secret) {
+                v.push(secret);
+                // Longest first, so a secret that contains another is replaced whole.
+                v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            }
+        }
+    }
+
+    /// Whether there is anything to mask.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.read().map_or(true, |v| v.is_empty())
+    }
+
+    /// `text` with every secret replaced.
+    pub fn mask(&self, text: &str) -> String {
+        let Ok(secrets) = self.secrets.read() else {
+            return MASK.to_string();
+        };
+        let mut out = text.to_string();
+        for s in secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    /// A JSON value with every string masked.
+    pub fn mask_json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        if self.is_empty() {
+            return value.clone();
+        }
+        match value {
+            Value::String(s) => Value::String(self.mask(s)),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.mask_json(v)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.mask_json(v)))
+                    .collect(),
+            ),
+            Value::Number(n) => {
+                let text = n.to_string();
+                if self.mask(&text) == text {
+                    value.clone()
+                } else {
+                    Value::String(MASK.into())
+                }
+            }
+            other => other.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_every_occurrence_longest_first() {
+        let m = Masker::new(["hunter2".to_string(), "hunter".to_string(), String::new()]);
+        assert_eq!(m.mask("pw=hunter2 and hunter"), "pw=*** and ***");
+        assert_eq!(
+            m.mask_json(&serde_json::json!({"a": ["xhunter2x", 1]})),
+            serde_json::json!({"a": ["x***x", 1]})
+        );
+        assert_eq!(m.mask("nothing here"), "nothing here");
+    }
+}

@@ -1,0 +1,193 @@
+//! Parameter values for a run: given on the command line, from a params file, from the
+//! environment or Parameter Store (`from:`), defaults, or asked for. Every value is
+//! coerced to its type and checked against its pattern and values before anything runs.
+
+use runbook_core::Runbook;
+use runbook_core::convert::coerce_param;
+use runbook_core::model::{Param, ParamSource, ParamType};
+use serde_json::Value;
+
+/// Where values come from, in order of precedence.
+pub struct Sources<'a> {
+    /// `--param NAME=VALUE`, in the order given.
+    pub given: &'a [(String, String)],
+    /// `--params-file` contents (an object).
+    pub file: &'a serde_json::Map<String, Value>,
+    /// Environment lookup for `from: env:NAME`.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Parameter Store lookup for `from: ssm:/path` (decrypted).
+    pub ssm: &'a dyn Fn(&str) -> Result<String, String>,
+    /// Ask the operator for a missing required value (`None`: cannot ask).
+    pub ask: &'a mut dyn FnMut(&str, &Param) -> Option<String>,
+}
+
+impl std::fmt::Debug for Sources<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("given", &self.given.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolved values and the secrets among them.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// Name → typed value (optional params without a value are absent).
+    pub values: serde_json::Map<String, Value>,
+    /// Values of secret params, for the mask.
+    pub secrets: Vec<String>,
+}
+
+impl Resolved {
+    /// The values with secrets replaced by `***`, for display and the journal.
+    pub fn shown(&self, runbook: &Runbook) -> serde_json::Map<String, Value> {
+        self.values
+            .iter()
+            .map(|(k, v)| {
+                let secret = runbook
+                    .params
+                    .get(k)
+                    .is_some_and(|p| p.ty.value == ParamType::Secret);
+                let v = if secret {
+                    Value::String(crate::mask::MASK.into())
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+/// Resolve every parameter of `runbook`. On failure, every problem is listed (unknown
+/// names, wrong types, pattern mismatches, missing values), one per line.
+pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, Vec<String>> {
+    let mut problems = Vec::new();
+    let known = || runbook.params.keys().map(String::as_str);
+    let unknown = |name: &str, origin: &str| {
+        let hint = runbook_core::diag::did_you_mean(name, known()).unwrap_or_else(|| {
+            if runbook.params.is_empty() {
+                "this runbook takes no parameters".to_string()
+            } else {
+                format!("parameters: {}", known().collect::<Vec<_>>().join(", "))
+            }
+        });
+        format!("unknown parameter `{name}` {origin}: {hint}")
+    };
+    for (k, _) in sources.given {
+        if !runbook.params.contains_key(k) {
+            problems.push(unknown(k, "in --param"));
+        }
+    }
+    for k in sources.file.keys() {
+        if !runbook.params.contains_key(k) {
+            problems.push(unknown(k, "in the params file"));
+        }
+    }
+    let mut resolved = Resolved::default();
+    let mut missing = Vec::new();
+    for (name, p) in &runbook.params {
+        let secret = p.ty.value == ParamType::Secret;
+        let given = sources
+            .given
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| (v.clone(), "--param"));
+        let text = given
+            .or_else(|| {
+                sources
+                    .file
+                    .get(name)
+                    .map(|v| (value_text(v), "the params file"))
+            })
+            .map(Ok)
+            .or_else(|| match p.source() {
+                Some(ParamSource::Env(var)) => {
+                    (sources.env)(var).map(|v| Ok((v, "the environment")))
+                }
+                Some(ParamSource::Ssm(path)) => Some(
+                    (sources.ssm)(path)
+                        .map(|v| (v, "Parameter Store"))
+                        .map_err(|e| format!("parameter `{name}` (from ssm:{path}): {e}")),
+                ),
+                None => None,
+            });
+        let text = match text {
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                problems.push(e);
+                continue;
+            }
+            None => None,
+        };
+        let value = match text {
+            Some((t, origin)) => match coerce_param(p, &t) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("parameter `{name}` from {origin}: {e}"));
+                    continue;
+                }
+            },
+            None => match &p.default {
+                Some(d) => d.value.clone(),
+                None if p.is_required() => match (sources.ask)(name, p) {
+                    Some(t) => match coerce_param(p, &t) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            problems.push(format!("parameter `{name}`: {e}"));
+                            continue;
+                        }
+                    },
+                    None => {
+                        missing.push(name.clone());
+                        continue;
+                    }
+                },
+                None => continue,
+            },
+        };
+        if secret {
+            if let Value::String(s) = &value {
+                resolved.secrets.push(s.clone());
+            }
+        }
+        resolved.values.insert(name.clone(), value);
+    }
+    for name in &missing {
+        let p = &runbook.params[name];
+        let how = match &p.from {
+            Some(from) => format!(
+                "give --param {name}=VALUE or set {}",
+                from.value.trim_start_matches("env:")
+            ),
+            None => format!("give --param {name}=VALUE"),
+        };
+        let what = p
+            .description
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        problems.push(format!("missing required parameter `{name}`{what}: {how}"));
+    }
+    if problems.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(problems)
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Parse `NAME=VALUE`.
+pub fn parse_assignment(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{text}` is not NAME=VALUE")),
+    }
+}
