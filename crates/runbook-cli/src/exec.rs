@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anstyle::{AnsiColor, Style};
 use anyhow::{Context as _, bail};
-use runbook_core::model::{Param, ParamType, Runbook, StepKind};
+use runbook_core::model::{Param, ParamType, Runbook};
 use runbook_exec::event::{Contact, Event, Mode, RunStatus, Sink, Status, Stream};
 use runbook_exec::{Answer, Engine, Operator, Options, Question, Report};
 use serde::Serialize;
@@ -72,14 +72,19 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
     } else {
         Mode::Live
     };
-    let operator = args.operator.clone().unwrap_or_else(default_operator);
+    let operator = args
+        .operator
+        .clone()
+        .unwrap_or_else(runbook_exec::default_operator);
+    let run_id = run_id(&rb.name.value);
     let options = Options {
         mode,
         yes: args.yes,
         auto_manual: args.auto_manual,
         parallel: usize::from(args.parallel),
-        run_id: run_id(&rb.name.value),
+        run_id: run_id.clone(),
         operator: operator.clone(),
+        origin: origin(&loaded.path, &loaded.source),
         ..Options::default()
     };
 
@@ -152,13 +157,57 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
                 .map(|v| (name.value.clone(), v.into()))
         })
         .collect();
+    // The record and the lock come before the first step.
+    let state_dir =
+        runbook_exec::journal::state_dir(cli.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    let renderer = runbook_core::template::Renderer::new();
+    let key = match &rb.lock {
+        Some(t) => renderer
+            .render(
+                runbook_core::template::Context::Text,
+                t,
+                &serde_json::json!({ "params": resolved.values }),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot render the lock key `{}`: {e}", t.value))?,
+        None => rb.name.value.clone(),
+    };
+    let me = runbook_exec::lock::Holder {
+        run_id: run_id.clone(),
+        operator: operator.clone(),
+        pid: std::process::id(),
+        since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    };
+    let _lock = match args.dry_run {
+        // A dry run changes nothing, so it neither needs nor blocks the lock.
+        true => None,
+        false => match runbook_exec::lock::acquire(&state_dir, &key, &me) {
+            Ok(runbook_exec::lock::Acquired::Fresh(l)) => Some(l),
+            Ok(runbook_exec::lock::Acquired::TakenOver(l, h)) => {
+                crate::diagnostics::warning(&format!(
+                    "took over the lock `{key}` left by run {} of {} (pid {} is gone)",
+                    h.run_id, h.operator, h.pid
+                ));
+                Some(l)
+            }
+            Err(e) => bail!("refusing to run {}: {e}", rb.name.value),
+        },
+    };
+    let journal =
+        runbook_exec::journal::Journal::create(&state_dir, &run_id).map_err(anyhow::Error::msg)?;
+    let journal_path = journal.path().to_path_buf();
+
     let color = args.output == ExecOutput::Human
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let sink: Arc<dyn Sink> = match args.output {
-        ExecOutput::Human => Arc::new(Human::new(&rb, color)),
-        ExecOutput::Json => Arc::new(JsonLines),
+    let display: Box<dyn Sink> = match args.output {
+        ExecOutput::Human => Box::new(Human::new(Some(&rb), color, false)),
+        ExecOutput::Json => Box::new(JsonLines),
     };
+    // The journal first: an event is on disk before anyone sees it.
+    let sink: Arc<dyn Sink> = Arc::new(runbook_exec::event::Fanout(vec![
+        Box::new(journal),
+        display,
+    ]));
     let shown = resolved.shown(&rb);
     let engine = Engine::new(
         Arc::clone(&rb),
@@ -212,6 +261,13 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
     runtime.shutdown_timeout(Duration::from_millis(100));
     if args.output == ExecOutput::Human {
         print_summary(&rb, &report, color, args.dry_run);
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "journal {}", journal_path.display());
+    }
+    if let Some(e) = &report.record_error {
+        crate::diagnostics::error(&format!(
+            "the run was stopped because it could not be recorded: {e}"
+        ));
     }
     Ok(match report.status {
         RunStatus::Succeeded => Exit::Success,
@@ -266,20 +322,38 @@ fn prompt_param(interactive: bool, name: &str, p: &Param) -> Option<String> {
     }
 }
 
-/// `user@host`.
-fn default_operator() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = nix_hostname().unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host}")
-}
-
-fn nix_hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
+/// Where the runbook came from: path, sha256, git commit and dirty flag.
+fn origin(path: &std::path::Path, source: &str) -> runbook_exec::event::Origin {
+    use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(source.as_bytes()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let git_commit = git(&["rev-parse", "HEAD"]);
+    let git_dirty = git_commit.as_ref().and_then(|_| {
+        let file = path.file_name()?.to_str()?;
+        git(&["status", "--porcelain", "--", file]).map(|s| !s.is_empty())
+    });
+    runbook_exec::event::Origin {
+        path: path.display().to_string(),
+        sha256,
+        git_commit,
+        git_dirty,
+        ..Default::default()
+    }
 }
 
 /// `20261122-0931-dbconn-7f3a`: sorts by start time (UTC), short enough to type.
@@ -385,22 +459,29 @@ impl Sink for JsonLines {
 }
 
 /// The terminal display: one line per step, live output, decisions.
-struct Human {
+pub(crate) struct Human {
     color: bool,
-    kinds: std::collections::HashMap<String, StepKind>,
-    out: Mutex<()>,
+    kinds: Mutex<std::collections::HashMap<String, String>>,
+    /// Prefix every line with the event's time (for `audit show`).
+    timestamps: bool,
+    prefix: Mutex<String>,
 }
 
 impl Human {
-    fn new(rb: &Runbook, color: bool) -> Self {
+    pub(crate) fn new(rb: Option<&Runbook>, color: bool, timestamps: bool) -> Self {
         Human {
             color,
-            kinds: rb
-                .steps
-                .iter()
-                .map(|s| (s.id.value.clone(), s.kind.value))
-                .collect(),
-            out: Mutex::new(()),
+            kinds: Mutex::new(
+                rb.map(|rb| {
+                    rb.steps
+                        .iter()
+                        .map(|s| (s.id.value.clone(), s.kind.value.as_str().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ),
+            timestamps,
+            prefix: Mutex::new(String::new()),
         }
     }
 
@@ -413,9 +494,9 @@ impl Human {
     }
 
     fn line(&self, text: &str) {
-        let _guard = self.out.lock();
+        let prefix = self.prefix.lock().map(|p| p.clone()).unwrap_or_default();
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
+        let _ = writeln!(out, "{prefix}{text}");
         let _ = out.flush();
     }
 }
@@ -443,7 +524,18 @@ fn status_mark(status: Status) -> (&'static str, Style) {
 }
 
 impl Sink for Human {
-    fn emit(&self, _at: SystemTime, event: &Event) {
+    fn emit(&self, at: SystemTime, event: &Event) {
+        if self.timestamps {
+            if let Ok(mut p) = self.prefix.lock() {
+                let ts = humantime::format_rfc3339_seconds(at).to_string();
+                *p = format!("{} ", ts.get(11..19).unwrap_or(&ts));
+            }
+        }
+        if let Event::StepStarted { step, kind, .. } = event {
+            if let Ok(mut k) = self.kinds.lock() {
+                k.insert(step.clone(), kind.clone());
+            }
+        }
         let (dim, dim_end) = self.style(Style::new().dimmed());
         let (bold, bold_end) = self.style(Style::new().bold());
         match event {
@@ -537,7 +629,13 @@ impl Sink for Human {
                     if by.starts_with("--") {
                         self.line(&format!("{dim}    approved by {by}{dim_end}"));
                     } else if *answer != Answer::Approve {
-                        self.line(&format!("    {answer:?} by {by}").to_lowercase());
+                        let what = match answer {
+                            Answer::Decline => "declined",
+                            Answer::Skip => "skipped",
+                            Answer::Abort => "aborted",
+                            Answer::Approve => "approved",
+                        };
+                        self.line(&format!("    {what} by {by}"));
                     }
                 }
             }
@@ -579,7 +677,12 @@ impl Sink for Human {
             } => {
                 let (mark, style) = status_mark(*status);
                 let (s, s_end) = self.style(style);
-                let kind = self.kinds.get(step).map_or("", |k| k.as_str());
+                let kind = self
+                    .kinds
+                    .lock()
+                    .ok()
+                    .and_then(|k| k.get(step).cloned())
+                    .unwrap_or_default();
                 let msg = message
                     .as_deref()
                     .map(|m| format!(": {m}"))
@@ -613,6 +716,35 @@ impl Sink for Human {
             }
             Event::Signal { action, .. } => {
                 self.line(&format!("\ninterrupted: {action}"));
+            }
+            Event::Resumed {
+                by,
+                done,
+                inflight,
+                torn_bytes,
+                runbook_changed,
+            } => {
+                self.line(&format!("{bold}resumed by {by}{bold_end}"));
+                if !done.is_empty() {
+                    self.line(&format!(
+                        "{dim}    done before, not run again: {}{dim_end}",
+                        done.join(", ")
+                    ));
+                }
+                if !inflight.is_empty() {
+                    self.line(&format!(
+                        "    in flight when it stopped: {}",
+                        inflight.join(", ")
+                    ));
+                }
+                if *torn_bytes > 0 {
+                    self.line(&format!(
+                        "    an incomplete last journal line ({torn_bytes} bytes) was set aside"
+                    ));
+                }
+                if *runbook_changed {
+                    self.line("    the runbook file changed since the run started (--force)");
+                }
             }
             Event::RunFinished { .. } => {}
         }

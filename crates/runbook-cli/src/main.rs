@@ -3,6 +3,7 @@
 //! This crate is the only place that knows about terminals, colours, exit codes and
 //! output formats. Everything it shows comes from `runbook-core`.
 
+mod audit;
 mod commands;
 mod diagnostics;
 mod exec;
@@ -37,6 +38,9 @@ pub struct Cli {
     /// Directory to search for runbooks (repeatable; default: $RUNBOOK_PATH, else ./runbooks)
     #[arg(long = "dir", global = true, value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
+    /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else $XDG_STATE_HOME/runbook)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// More logging on stderr (-v info, -vv debug); RUNBOOK_LOG takes an env filter
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -109,6 +113,11 @@ pub enum Command {
     },
     /// Run a runbook: checks, confirmed acts, verifications, branches (see --dry-run)
     Exec(exec::ExecArgs),
+    /// Recorded runs: list them, show a timeline, verify a journal's hash chain
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Draw the step graph
     Graph {
         /// Runbook name on the search path, or a file path

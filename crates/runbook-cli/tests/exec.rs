@@ -19,10 +19,21 @@ fn fixture(name: &str) -> String {
         .to_string()
 }
 
+/// A state directory of its own for every run, so parallel tests never share locks.
+fn fresh_state_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    static BASE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let base = BASE.get_or_init(|| tempfile::tempdir().unwrap());
+    base.path()
+        .join(N.fetch_add(1, Ordering::SeqCst).to_string())
+}
+
 fn runbook() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
     cmd.current_dir(root())
         .env("NO_COLOR", "1")
+        .env("RUNBOOK_STATE_DIR", fresh_state_dir())
         .env_remove("RUNBOOK_PATH")
         .stdin(Stdio::null());
     cmd
@@ -414,7 +425,12 @@ fn json_output_is_one_event_per_line() {
         .map(|mut e| {
             let obj = e.as_object_mut().unwrap();
             obj.remove("ts");
-            for key in ["duration_ms", "run_id"] {
+            // Present inside a git checkout, absent in a source tarball.
+            obj.remove("git_dirty");
+            if obj["event"] == "run_started" {
+                obj.insert("git_commit".into(), "[..]".into());
+            }
+            for key in ["duration_ms", "run_id", "path", "git_commit", "operator"] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "[..]".into());
                 }
@@ -443,6 +459,8 @@ fn human_output_snapshot() {
     let run_id = regex::Regex::new(r"run \d{8}-\d{4}-\w+-[0-9a-f]{4}").unwrap();
     let stdout = durations.replace_all(&stdout, "[t]");
     let stdout = run_id.replace_all(&stdout, "run [id]");
+    let journal = regex::Regex::new(r"journal \S+").unwrap();
+    let stdout = journal.replace_all(&stdout, "journal [path]");
     // The summary table's column widths depend on the durations; collapse runs of spaces.
     let spaces = regex::Regex::new(r" {2,}").unwrap();
     let stdout = spaces.replace_all(&stdout, "  ");
@@ -588,6 +606,7 @@ mod pty {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
         cmd.current_dir(root())
             .env("NO_COLOR", "1")
+            .env("RUNBOOK_STATE_DIR", fresh_state_dir())
             .args(["exec", &fixture("acts"), "-p"])
             .arg(format!("dir={}", dir.display()));
         let mut s = Session::spawn(cmd).expect("spawn in a pty");
@@ -662,5 +681,285 @@ mod pty {
         assert_eq!(code, 3, "{text}");
         assert!(text.contains("aborted by the operator"), "{text}");
         assert!(!dir.path().join("changed").exists());
+    }
+}
+
+mod audit {
+    use super::*;
+
+    fn with_state(state: &Path, args: &[&str]) -> Output {
+        let mut cmd = runbook();
+        cmd.env("RUNBOOK_STATE_DIR", state).args(args);
+        cmd.output().unwrap()
+    }
+
+    fn recorded_run(state: &Path, dir: &Path) -> PathBuf {
+        let out = with_state(
+            state,
+            &[
+                "exec",
+                &fixture("acts"),
+                "--yes",
+                "-p",
+                &format!("dir={}", dir.display()),
+            ],
+        );
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+        let runs: Vec<PathBuf> = std::fs::read_dir(state.join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(runs.len(), 1);
+        runs[0].clone()
+    }
+
+    #[test]
+    fn list_show_and_verify_a_run() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let journal = recorded_run(state.path(), dir.path());
+        let id = journal.file_stem().unwrap().to_string_lossy().into_owned();
+
+        let out = with_state(state.path(), &["audit", "list"]);
+        let (stdout, _) = text(&out);
+        assert_eq!(code(&out), 0);
+        assert!(stdout.starts_with("RUN "), "{stdout}");
+        assert!(
+            stdout.contains(&id) && stdout.contains("succeeded (0)"),
+            "{stdout}"
+        );
+
+        let out = with_state(state.path(), &["audit", "verify", "last"]);
+        let (stdout, _) = text(&out);
+        assert_eq!(code(&out), 0, "{stdout}");
+        assert!(stdout.contains("chain intact"), "{stdout}");
+
+        let out = with_state(
+            state.path(),
+            &["audit", "show", &id[..12], "--format", "json"],
+        );
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+        let records: Vec<serde_json::Value> = text(&out)
+            .0
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            records.len(),
+            std::fs::read_to_string(&journal).unwrap().lines().count()
+        );
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r["seq"], i);
+        }
+
+        let out = with_state(state.path(), &["audit", "show", "last"]);
+        let (stdout, _) = text(&out);
+        assert!(stdout.contains("▶ act    change  Change db-1"), "{stdout}");
+
+        // Normalise what differs between runs and machines, then snapshot all three formats.
+        let norm = |s: &str| {
+            let s = s.replace(&dir.path().display().to_string(), "[dir]");
+            let s = s.replace(&id, "[run]");
+            let s = s.replace(&root().display().to_string(), "[root]");
+            let stamp = regex::Regex::new(r"\d{4}-\d\d-\d\dT[\d:.]+Z").unwrap();
+            let s = stamp.replace_all(&s, "[ts]").into_owned();
+            let time = regex::Regex::new(r"\d{2}:\d{2}:\d{2}").unwrap();
+            let s = time.replace_all(&s, "[time]").into_owned();
+            let dur = regex::Regex::new(r"\b\d+(\.\d+)?(ms|s)\b").unwrap();
+            let s = dur.replace_all(&s, "[t]").into_owned();
+            let git = regex::Regex::new(r"git [0-9a-f]{12}( with uncommitted changes)?").unwrap();
+            let s = git.replace_all(&s, "git [commit]").into_owned();
+            let op = regex::Regex::new(r"\w+@[\w.-]+").unwrap();
+            op.replace_all(&s, "[operator]").into_owned()
+        };
+        let out = with_state(
+            state.path(),
+            &["audit", "show", "last", "--format", "markdown"],
+        );
+        let (md, _) = text(&out);
+        assert!(md.contains("## Changes made"), "{md}");
+        insta::assert_snapshot!("audit_markdown", norm(&md));
+        insta::assert_snapshot!("audit_human", norm(&stdout));
+        let spaces = regex::Regex::new(r#""(duration_ms|ts|hash|prev|run_id|path|git_commit|git_dirty|operator|sha256)":("[^"]*"|\d+|true|false)"#).unwrap();
+        let json = spaces
+            .replace_all(
+                &text(&with_state(
+                    state.path(),
+                    &["audit", "show", "last", "--format", "json"],
+                ))
+                .0,
+                "\"$1\":\"[..]\"",
+            )
+            .into_owned();
+        insta::assert_snapshot!("audit_json", norm(&json));
+    }
+
+    #[test]
+    fn verify_names_the_first_bad_record() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let journal = recorded_run(state.path(), dir.path());
+        let good: Vec<String> = std::fs::read_to_string(&journal)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let write = |lines: &[String]| std::fs::write(&journal, lines.join("\n") + "\n").unwrap();
+        let verify = || {
+            let out = with_state(state.path(), &["audit", "verify", "--all"]);
+            (code(&out), text(&out).0)
+        };
+
+        let mut edited = good.clone();
+        edited[4] = edited[4].replacen("\"step\":\"", "\"step\":\"x", 1);
+        write(&edited);
+        let (c, out) = verify();
+        assert_eq!(c, 1, "{out}");
+        assert!(out.contains("first bad record 4 (line 5)"), "{out}");
+        assert!(out.contains("changed after it was written"), "{out}");
+
+        let mut deleted = good.clone();
+        deleted.remove(6);
+        write(&deleted);
+        let (c, out) = verify();
+        assert_eq!(c, 1);
+        assert!(out.contains("first bad record 6"), "{out}");
+
+        let mut reordered = good.clone();
+        reordered.swap(2, 3);
+        write(&reordered);
+        let (c, out) = verify();
+        assert_eq!(c, 1);
+        assert!(out.contains("first bad record 2"), "{out}");
+
+        let mut text_ = good.join("\n") + "\n";
+        text_.truncate(text_.len() - 30);
+        std::fs::write(&journal, &text_).unwrap();
+        let (c, out) = verify();
+        assert_eq!(c, 1);
+        assert!(
+            out.contains(&format!("first bad record {}", good.len() - 1)),
+            "{out}"
+        );
+        assert!(out.contains("cut short"), "{out}");
+
+        write(&good);
+        assert_eq!(verify().0, 0);
+    }
+
+    #[test]
+    fn unknown_runs_and_foreign_files_are_clear_errors() {
+        let state = tempfile::tempdir().unwrap();
+        let out = with_state(state.path(), &["audit", "show", "last"]);
+        assert_eq!(code(&out), 2);
+        assert!(
+            text(&out).1.contains("no runs recorded in"),
+            "{:?}",
+            text(&out)
+        );
+
+        let runs = state.path().join("runs");
+        std::fs::create_dir_all(&runs).unwrap();
+        std::fs::write(runs.join("notes.txt"), "ignored").unwrap();
+        std::fs::write(runs.join("20990101-0000-foreign-0000.jsonl"), "hello\n").unwrap();
+        std::fs::write(
+            runs.join("20990102-0000-newer-0000.jsonl"),
+            "{\"v\":9,\"seq\":0,\"event\":\"future\",\"hash\":\"0000000000000000000000000000000000000000000000000000000000000000\"}\n",
+        )
+        .unwrap();
+        let out = with_state(state.path(), &["audit", "list"]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 0, "{stderr}");
+        assert!(stdout.contains("not a run journal"), "{stdout}");
+        assert!(stdout.contains("journal format 9 is newer"), "{stdout}");
+        assert!(!stdout.contains("notes"), "{stdout}");
+
+        let out = with_state(state.path(), &["audit", "show", "nope"]);
+        assert_eq!(code(&out), 2);
+        assert!(
+            text(&out).1.contains("unknown run `nope`: 2 runs recorded"),
+            "{:?}",
+            text(&out)
+        );
+
+        let out = with_state(state.path(), &["audit", "verify", "--all"]);
+        assert_eq!(code(&out), 1);
+    }
+
+    #[test]
+    fn an_unwritable_state_dir_stops_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let out = with_state(
+            &file,
+            &[
+                "exec",
+                &fixture("acts"),
+                "--yes",
+                "-p",
+                &format!("dir={}", dir.path().display()),
+            ],
+        );
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 2, "{stdout}");
+        assert!(stderr.contains("cannot create"), "{stderr}");
+        assert!(!dir.path().join("changed").exists());
+    }
+
+    #[test]
+    fn a_second_run_on_the_same_lock_is_refused_while_the_first_lives() {
+        use std::io::{BufRead, BufReader};
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = runbook()
+            .env("RUNBOOK_STATE_DIR", state.path())
+            .args(["exec", &fixture("signal"), "--operator", "alice", "-p"])
+            .arg(format!("dir={}", dir.path().display()))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            if line.unwrap().contains("long │ started") {
+                break;
+            }
+        }
+        let second = with_state(
+            state.path(),
+            &[
+                "exec",
+                &fixture("signal"),
+                "-p",
+                &format!("dir={}", dir.path().display()),
+                "-p",
+                "seconds=0",
+            ],
+        );
+        let (_, stderr) = text(&second);
+        assert_eq!(code(&second), 2, "{stderr}");
+        assert!(
+            stderr.contains("refusing to run signal: `signal` is locked by run"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("of alice (pid"), "{stderr}");
+
+        // A dead holder's lock is taken over, with a warning.
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let third = with_state(
+            state.path(),
+            &[
+                "exec",
+                &fixture("signal"),
+                "-p",
+                &format!("dir={}", dir.path().display()),
+                "-p",
+                "seconds=0",
+            ],
+        );
+        let (_, stderr) = text(&third);
+        assert_eq!(code(&third), 0, "{stderr}");
+        assert!(stderr.contains("took over the lock `signal`"), "{stderr}");
     }
 }

@@ -46,6 +46,8 @@ pub struct Options {
     pub run_id: String,
     /// Who runs it (`run.operator`).
     pub operator: String,
+    /// Where the runbook came from, recorded in `run_started`.
+    pub origin: crate::event::Origin,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             kill_grace: Duration::from_secs(5),
             run_id: "run".into(),
             operator: "operator".into(),
+            origin: crate::event::Origin::default(),
         }
     }
 }
@@ -130,6 +133,8 @@ pub struct Report {
     pub duration: Duration,
     /// Counts.
     pub summary: Summary,
+    /// The run could not be recorded (journal write failed) and was stopped.
+    pub record_error: Option<String>,
 }
 
 /// Everything a run needs.
@@ -295,6 +300,11 @@ impl Engine {
             mode: sh.options.mode,
             params: sh.shown_params.clone(),
             steps: n,
+            origin: crate::event::Origin {
+                operator: sh.options.operator.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..sh.options.origin.clone()
+            },
         });
         let mut states = vec![State::new(); n];
         let mut rounds = vec![0u32; n];
@@ -305,7 +315,15 @@ impl Engine {
         let mut stopping: Option<RunStatus> = None;
         let mut interrupt_seen = 0u8;
 
+        let mut record_error = None;
         loop {
+            if stopping.is_none() {
+                if let Some(e) = sh.sink.error() {
+                    record_error = Some(e);
+                    stopping = Some(RunStatus::Failed);
+                    let _ = kill_tx.send(true);
+                }
+            }
             if stopping.is_none() {
                 decide(&sh, &mut states);
                 for &i in &plan.order {
@@ -454,6 +472,7 @@ impl Engine {
             steps,
             duration,
             summary,
+            record_error: record_error.or_else(|| sh.sink.error()),
         }
     }
 }
@@ -1104,6 +1123,17 @@ async fn attempts(
                 action: None,
                 confirm: None,
             });
+        }
+        if let Some(e) = sh.sink.error() {
+            return task.finish(
+                Status::Failed,
+                Flow::None,
+                hyp,
+                None,
+                attempt,
+                Some(format!("not started: {e}")),
+                None,
+            );
         }
         let attempt_started = Instant::now();
         let result = run_action(task, action, deadline, kill.clone()).await;

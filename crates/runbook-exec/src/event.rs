@@ -29,6 +29,29 @@ impl Mode {
     }
 }
 
+/// Where a run's runbook came from, who runs it, with what.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Path of the runbook file as given.
+    #[serde(default)]
+    pub path: String,
+    /// sha256 of the file's bytes (hex).
+    #[serde(default)]
+    pub sha256: String,
+    /// Git commit of the file's repository, when it is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    /// Whether the file has uncommitted changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_dirty: Option<bool>,
+    /// `--operator`, else user@host.
+    #[serde(default)]
+    pub operator: String,
+    /// Version of runbook that ran it.
+    #[serde(default)]
+    pub version: String,
+}
+
 /// Where a step's state ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -171,6 +194,9 @@ pub enum Event {
         params: serde_json::Map<String, serde_json::Value>,
         /// Number of steps in the runbook.
         steps: usize,
+        /// Where the runbook came from and who runs it.
+        #[serde(flatten)]
+        origin: Origin,
     },
     /// A step begins (or begins another attempt).
     StepStarted {
@@ -303,6 +329,22 @@ pub enum Event {
         /// What the engine does about it.
         action: String,
     },
+    /// `runbook resume` continues the run.
+    Resumed {
+        /// Operator who resumed it.
+        by: String,
+        /// Steps already finished, not run again.
+        done: Vec<String>,
+        /// Steps that were in flight at the interruption.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        inflight: Vec<String>,
+        /// Bytes of an incomplete last line set aside.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        torn_bytes: usize,
+        /// The runbook file changed since the run started (resumed with --force).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        runbook_changed: bool,
+    },
     /// The run ended.
     RunFinished {
         /// How.
@@ -331,9 +373,16 @@ impl Event {
             | Event::Rewind { step, .. }
             | Event::StepFinished { step, .. }
             | Event::Escalation { step, .. } => Some(step),
-            Event::RunStarted { .. } | Event::Signal { .. } | Event::RunFinished { .. } => None,
+            Event::RunStarted { .. }
+            | Event::Signal { .. }
+            | Event::Resumed { .. }
+            | Event::RunFinished { .. } => None,
         }
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Receives every event of a run, in order, as it happens.
@@ -344,6 +393,12 @@ impl Event {
 pub trait Sink: Send + Sync {
     /// Take one event.
     fn emit(&self, at: SystemTime, event: &Event);
+
+    /// Why this sink can no longer record (a journal that cannot be written). The engine
+    /// starts nothing more once a sink reports an error.
+    fn error(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A sink that forwards to several sinks in order (the journal first).
@@ -361,6 +416,10 @@ impl Sink for Fanout {
         for s in &self.0 {
             s.emit(at, event);
         }
+    }
+
+    fn error(&self) -> Option<String> {
+        self.0.iter().find_map(|s| s.error())
     }
 }
 

@@ -15,8 +15,25 @@ pub mod capture;
 pub mod engine;
 pub mod eval;
 pub mod event;
+pub mod journal;
+pub mod lock;
 pub mod mask;
 pub mod params;
 
 pub use engine::{Control, Engine, Operator, Options, Question, Report};
 pub use event::{Answer, Event, Mode, RunStatus, Sink, Status};
+
+/// `user@host`: the login name (or `$USER`) and the host name.
+pub fn default_operator() -> String {
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}")
+}

@@ -1,0 +1,589 @@
+//! `runbook audit list|show|verify`: the journals of past runs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context as _, bail};
+use runbook_exec::event::{Answer, Event, Sink, Status};
+use runbook_exec::journal::{self, Read, Record};
+
+use crate::{Cli, Exit, table};
+
+/// `audit` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Table of recorded runs: id, runbook, operator, started, duration, status
+    List,
+    /// The timeline of a run (`last` for the newest)
+    Show {
+        /// Run id, a unique prefix of one, or `last`
+        run: String,
+        /// human: as it looked; json: the records; markdown: an incident timeline
+        #[arg(long, value_enum, default_value_t = AuditFormat::Human)]
+        format: AuditFormat,
+    },
+    /// Recompute a journal's hash chain and report the first bad record
+    Verify {
+        /// Run id, a unique prefix of one, or `last`
+        #[arg(required_unless_present = "all")]
+        run: Option<String>,
+        /// Verify every journal in the state directory
+        #[arg(long, conflicts_with = "run")]
+        all: bool,
+    },
+}
+
+/// Formats of `audit show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    /// For a terminal.
+    Human,
+    /// One record per line.
+    Json,
+    /// An incident timeline for the post-incident review.
+    Markdown,
+}
+
+/// Run an `audit` subcommand.
+pub fn audit(cli: &Cli, command: &AuditCommand) -> anyhow::Result<Exit> {
+    let state = journal::state_dir(cli.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    match command {
+        AuditCommand::List => list(&state),
+        AuditCommand::Show { run, format } => show(&state, run, *format),
+        AuditCommand::Verify { run, all } => verify(&state, run.as_deref(), *all),
+    }
+}
+
+/// Journal files in the state directory, oldest first.
+pub fn journals(state: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let runs = state.join("runs");
+    let entries = match std::fs::read_dir(&runs) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", runs.display())),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn run_id(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Find a run's journal by id, unique prefix or `last`.
+pub fn resolve(state: &Path, run: &str) -> anyhow::Result<PathBuf> {
+    let files = journals(state)?;
+    let runs = state.join("runs");
+    if run == "last" {
+        return files
+            .last()
+            .cloned()
+            .with_context(|| format!("no runs recorded in {}", runs.display()));
+    }
+    if let Some(p) = files.iter().find(|p| run_id(p) == run) {
+        return Ok(p.clone());
+    }
+    let matches: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| run_id(p).starts_with(run))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!(
+            "unknown run `{run}`: {} recorded in {} (see `runbook audit list`)",
+            match files.len() {
+                1 => "1 run".to_string(),
+                n => format!("{n} runs"),
+            },
+            runs.display()
+        ),
+        many => bail!(
+            "`{run}` matches {} runs: {}",
+            many.len(),
+            many.iter()
+                .map(|p| run_id(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// What the first and last records say about a run.
+struct Facts {
+    runbook: String,
+    title: String,
+    operator: String,
+    started: String,
+    mode: String,
+    finished: Option<(String, i32, u64)>,
+}
+
+fn facts(records: &[Record]) -> Option<Facts> {
+    let first = records.first()?;
+    let Event::RunStarted {
+        runbook,
+        title,
+        mode,
+        origin,
+        ..
+    } = &first.event
+    else {
+        return None;
+    };
+    let finished = records.iter().rev().find_map(|r| match &r.event {
+        Event::RunFinished {
+            status,
+            exit_code,
+            duration_ms,
+            ..
+        } => Some((status.as_str().to_string(), *exit_code, *duration_ms)),
+        _ => None,
+    });
+    Some(Facts {
+        runbook: runbook.clone(),
+        title: title.clone(),
+        operator: origin.operator.clone(),
+        started: first.ts.clone(),
+        mode: mode.as_str().to_string(),
+        finished,
+    })
+}
+
+fn duration_text(ms: u64) -> String {
+    let s = ms / 1000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if s < 60 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+fn list(state: &Path) -> anyhow::Result<Exit> {
+    let mut rows = Vec::new();
+    for path in journals(state)? {
+        let id = run_id(&path);
+        let read = match journal::read(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                rows.push(vec![
+                    id,
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    format!("unreadable: {e}"),
+                ]);
+                continue;
+            }
+        };
+        let Some(f) = facts(&read.records) else {
+            let why = read
+                .problem
+                .map_or_else(|| "empty".to_string(), |p| p.message);
+            rows.push(vec![
+                id,
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                format!("not a run journal: {why}"),
+            ]);
+            continue;
+        };
+        let (duration, mut status) = match &f.finished {
+            Some((status, code, ms)) => (duration_text(*ms), format!("{status} ({code})")),
+            None => (String::new(), "incomplete".to_string()),
+        };
+        if f.mode == "dry-run" {
+            status.push_str(", dry run");
+        }
+        if let Some(p) = &read.problem {
+            status.push_str(&format!(", damaged at record {}", p.seq));
+        }
+        rows.push(vec![id, f.runbook, f.operator, f.started, duration, status]);
+    }
+    let mut out = std::io::stdout().lock();
+    if rows.is_empty() {
+        writeln!(out, "no runs recorded in {}", state.join("runs").display())?;
+    } else {
+        out.write_all(
+            table::render(
+                &[
+                    "RUN", "RUNBOOK", "OPERATOR", "STARTED", "DURATION", "STATUS",
+                ],
+                &rows,
+            )
+            .as_bytes(),
+        )?;
+    }
+    Ok(Exit::Success)
+}
+
+fn load(state: &Path, run: &str) -> anyhow::Result<(PathBuf, Read)> {
+    let path = resolve(state, run)?;
+    let read = journal::read(&path).map_err(anyhow::Error::msg)?;
+    if read.records.is_empty() {
+        match &read.problem {
+            Some(p) => bail!("{}: {}", path.display(), p.message),
+            None => bail!("{}: the journal is empty", path.display()),
+        }
+    }
+    if let Some(p) = &read.problem {
+        crate::diagnostics::warning(&format!(
+            "{}: {} (line {}); showing the {} records before it",
+            path.display(),
+            p.message,
+            p.line,
+            read.records.len()
+        ));
+    }
+    Ok((path, read))
+}
+
+fn show(state: &Path, run: &str, format: AuditFormat) -> anyhow::Result<Exit> {
+    let (path, read) = load(state, run)?;
+    match format {
+        AuditFormat::Json => {
+            let mut out = std::io::stdout().lock();
+            for r in &read.records {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        AuditFormat::Human => {
+            let color =
+                anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never;
+            let human = crate::exec::Human::new(None, color, true);
+            for r in &read.records {
+                let at = humantime::parse_rfc3339(&r.ts).unwrap_or(SystemTime::UNIX_EPOCH);
+                human.emit(at, &r.event);
+            }
+            let mut out = std::io::stdout().lock();
+            if facts(&read.records).is_some_and(|f| f.finished.is_none()) {
+                writeln!(
+                    out,
+                    "(the run has not finished: it is still going, or it was interrupted; `runbook resume {}`)",
+                    run_id(&path)
+                )?;
+            }
+        }
+        AuditFormat::Markdown => {
+            let text = markdown(&path, &read.records);
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn time_of(ts: &str) -> &str {
+    ts.get(11..19).unwrap_or(ts)
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// An incident timeline: what was checked, what was changed, by whom, when.
+fn markdown(path: &Path, records: &[Record]) -> String {
+    let mut md = String::new();
+    let Some(f) = facts(records) else {
+        return md;
+    };
+    let origin = match &records[0].event {
+        Event::RunStarted { origin, params, .. } => Some((origin.clone(), params.clone())),
+        _ => None,
+    };
+    md.push_str(&format!(
+        "# Incident timeline: {} — {}\n\n",
+        f.runbook, f.title
+    ));
+    md.push_str("| | |\n|---|---|\n");
+    md.push_str(&format!("| Run | `{}` |\n", run_id(path)));
+    md.push_str(&format!("| Operator | {} |\n", cell(&f.operator)));
+    md.push_str(&format!("| Mode | {} |\n", f.mode));
+    md.push_str(&format!("| Started | {} |\n", f.started));
+    match &f.finished {
+        Some((status, code, ms)) => {
+            let end = records.last().map_or("", |r| r.ts.as_str());
+            md.push_str(&format!(
+                "| Finished | {end} (after {}) |\n",
+                duration_text(*ms)
+            ));
+            md.push_str(&format!("| Outcome | {status} (exit {code}) |\n"));
+        }
+        None => md.push_str("| Outcome | not finished (interrupted, or still running) |\n"),
+    }
+    if let Some((o, params)) = &origin {
+        let git = match (&o.git_commit, o.git_dirty) {
+            (Some(c), Some(true)) => format!(
+                ", git {} with uncommitted changes",
+                c.get(..12).unwrap_or(c)
+            ),
+            (Some(c), _) => format!(", git {}", c.get(..12).unwrap_or(c)),
+            _ => String::new(),
+        };
+        md.push_str(&format!(
+            "| Runbook file | `{}` (sha256 {}{git}) |\n",
+            cell(&o.path),
+            o.sha256.get(..12).unwrap_or(&o.sha256)
+        ));
+        if !params.is_empty() {
+            let shown: Vec<String> = params
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("`{k}={s}`"),
+                    other => format!("`{k}={other}`"),
+                })
+                .collect();
+            md.push_str(&format!("| Parameters | {} |\n", cell(&shown.join(" "))));
+        }
+    }
+
+    // Changes: acts and manual steps with their answers and outcomes.
+    let mut kinds = std::collections::HashMap::new();
+    let mut titles = std::collections::HashMap::new();
+    let mut actions = std::collections::HashMap::new();
+    for r in records {
+        if let Event::StepStarted {
+            step,
+            kind,
+            title,
+            action: Some(a),
+            ..
+        } = &r.event
+        {
+            kinds.insert(step.clone(), kind.clone());
+            titles.insert(step.clone(), title.clone());
+            actions.insert(step.clone(), a.lines());
+        }
+    }
+    md.push_str("\n## Changes made\n\n");
+    let mut changes = 0;
+    for r in records {
+        match &r.event {
+            Event::Answered { step, answer, by } => {
+                let what = answer_text(*answer);
+                md.push_str(&format!(
+                    "- {} **{step}** {} — {what} by {}\n",
+                    time_of(&r.ts),
+                    titles.get(step).map_or("", String::as_str),
+                    by
+                ));
+                changes += 1;
+            }
+            Event::StepFinished {
+                step,
+                status,
+                duration_ms,
+                message,
+                ..
+            } if kinds.get(step).is_some_and(|k| k == "act") => {
+                let lines = actions.get(step).cloned().unwrap_or_default();
+                let how = match status {
+                    Status::Succeeded => format!("done in {}", duration_text(*duration_ms)),
+                    Status::NotExecuted => "not executed (dry run)".to_string(),
+                    other => format!(
+                        "{}{}",
+                        other.as_str(),
+                        message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    ),
+                };
+                md.push_str(&format!("- {} **{step}** {how}\n", time_of(&r.ts)));
+                for l in lines {
+                    md.push_str(&format!("  `{}`\n", l.replace('`', "'")));
+                }
+                changes += 1;
+            }
+            _ => {}
+        }
+    }
+    if changes == 0 {
+        md.push_str("Nothing was changed.\n");
+    }
+
+    md.push_str("\n## Timeline\n\n| Time (UTC) | Step | What happened |\n|---|---|---|\n");
+    let mut output_lines = 0usize;
+    for r in records {
+        let t = time_of(&r.ts);
+        let row =
+            |step: &str, what: String| format!("| {t} | {} | {} |\n", cell(step), cell(&what));
+        let line = match &r.event {
+            Event::RunStarted { .. } => row("", format!("run started by {}", f.operator)),
+            Event::StepStarted {
+                step,
+                kind,
+                title,
+                attempt,
+                ..
+            } => {
+                if *attempt > 1 {
+                    row(step, format!("attempt {attempt}"))
+                } else {
+                    row(step, format!("{kind} started: {title}"))
+                }
+            }
+            Event::Output { .. } => {
+                output_lines += 1;
+                continue;
+            }
+            Event::Captured { step, name, value } => {
+                row(step, format!("captured `{name}` = `{value}`"))
+            }
+            Event::Condition {
+                step,
+                expr,
+                result,
+                values,
+            } => row(
+                step,
+                format!("`{expr}` → {result} ({})", runbook_exec::eval::show(values)),
+            ),
+            Event::AttemptFailed {
+                step,
+                attempt,
+                attempts,
+                reason,
+                ..
+            } => row(
+                step,
+                format!("attempt {attempt}/{attempts} failed: {reason}"),
+            ),
+            Event::Asked { step, question } => row(step, format!("asked: {question}")),
+            Event::Answered { step, answer, by } => {
+                row(step, format!("{} by {by}", answer_text(*answer)))
+            }
+            Event::Decision {
+                step, goto, reason, ..
+            } => row(
+                step,
+                match goto {
+                    Some(g) => format!("→ {g} ({reason})"),
+                    None => reason.clone(),
+                },
+            ),
+            Event::Rewind {
+                step,
+                from,
+                round,
+                of,
+            } => row(
+                step,
+                format!("investigate again from {from} (round {round} of {of})"),
+            ),
+            Event::StepFinished {
+                step,
+                status,
+                duration_ms,
+                message,
+                ..
+            } => row(
+                step,
+                format!(
+                    "{} after {}{}",
+                    status.as_str(),
+                    duration_text(*duration_ms),
+                    message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            Event::Escalation { due, .. } => row(
+                "",
+                format!(
+                    "escalated to {}",
+                    due.iter()
+                        .map(|c| c.to.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Event::Signal { signal, action } => row("", format!("{signal}: {action}")),
+            Event::Resumed { by, .. } => row("", format!("resumed by {by}")),
+            Event::RunFinished {
+                status, exit_code, ..
+            } => row("", format!("run {} (exit {exit_code})", status.as_str())),
+        };
+        md.push_str(&line);
+    }
+    if output_lines > 0 {
+        md.push_str(&format!(
+            "\n{output_lines} lines of command output are in the journal (`runbook audit show {} --format json`).\n",
+            run_id(path)
+        ));
+    }
+    md
+}
+
+fn verify(state: &Path, run: Option<&str>, all: bool) -> anyhow::Result<Exit> {
+    let paths = if all {
+        journals(state)?
+    } else {
+        vec![resolve(state, run.unwrap_or("last"))?]
+    };
+    let mut bad = 0;
+    let mut out = std::io::stdout().lock();
+    for path in &paths {
+        let id = run_id(path);
+        match journal::read(path) {
+            Err(e) => {
+                bad += 1;
+                writeln!(out, "BAD  {id}: {e}")?;
+            }
+            Ok(read) => match &read.problem {
+                None => {
+                    let end = if facts(&read.records).is_some_and(|f| f.finished.is_some()) {
+                        ""
+                    } else {
+                        " (no run_finished: interrupted, or still running)"
+                    };
+                    writeln!(
+                        out,
+                        "ok   {id}: {} records, chain intact, last hash {}{end}",
+                        read.records.len(),
+                        read.last_hash
+                    )?;
+                }
+                Some(p) => {
+                    bad += 1;
+                    writeln!(
+                        out,
+                        "BAD  {id}: first bad record {} (line {}): {}",
+                        p.seq, p.line, p.message
+                    )?;
+                }
+            },
+        }
+    }
+    if paths.is_empty() {
+        writeln!(out, "no runs recorded in {}", state.join("runs").display())?;
+    }
+    Ok(if bad > 0 {
+        Exit::Failure
+    } else {
+        Exit::Success
+    })
+}
+
+fn answer_text(answer: Answer) -> &'static str {
+    match answer {
+        Answer::Approve => "approved",
+        Answer::Decline => "declined",
+        Answer::Skip => "skipped",
+        Answer::Abort => "aborted",
+    }
+}
