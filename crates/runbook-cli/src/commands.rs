@@ -37,6 +37,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Exit> {
         } => plan(cli, name, params, *format),
         Command::Graph { name, format } => graph(cli, name, *format),
         Command::Exec(args) => crate::exec::exec(cli, args),
+        Command::Resume(args) => crate::exec::resume(cli, args),
         Command::Audit { command } => crate::audit::audit(cli, command),
         Command::Schema => {
             emit(&runbook_core::model::json_schema())?;

@@ -84,7 +84,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         parallel: usize::from(args.parallel),
         run_id: run_id.clone(),
         operator: operator.clone(),
-        origin: origin(&loaded.path, &loaded.source),
+        origin: origin_of(&loaded),
         ..Options::default()
     };
 
@@ -99,6 +99,265 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         Some(path) => read_params_file(path)?,
         None => serde_json::Map::new(),
     };
+    let resolved = resolve_params(&rb, &given, &file, interactive)?;
+    refuse_without_terminal(&rb, &options, interactive)?;
+
+    // The record and the lock come before the first step.
+    let state_dir =
+        runbook_exec::journal::state_dir(cli.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    let _lock = if args.dry_run {
+        // A dry run changes nothing, so it neither needs nor blocks the lock.
+        None
+    } else {
+        Some(take_lock(&state_dir, &rb, &resolved, &run_id, &operator)?)
+    };
+    let journal =
+        runbook_exec::journal::Journal::create(&state_dir, &run_id).map_err(anyhow::Error::msg)?;
+    drive(rb, plan, resolved, options, journal, args.output, None)
+}
+
+/// Arguments of `runbook resume`.
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// Run id, a unique prefix of one, or `last`
+    pub run: String,
+    /// Approve every act without asking (an act that was in flight is still asked about)
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Run acts that were in flight when the run stopped again, without asking
+    #[arg(long)]
+    pub rerun_inflight_acts: bool,
+    /// An act that was in flight is known to have been applied: count it as done (repeatable)
+    #[arg(long, value_name = "STEP")]
+    pub inflight_done: Vec<String>,
+    /// Resume even though the runbook file changed since the run started
+    #[arg(long)]
+    pub force: bool,
+    /// Acknowledge manual steps without asking
+    #[arg(long)]
+    pub auto_manual: bool,
+    /// Most steps running at once
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ExecOutput::Human)]
+    pub output: ExecOutput,
+    /// Who resumes it (default: $USER@hostname)
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+}
+
+/// Run `runbook resume`: continue a run from its journal.
+pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
+    use runbook_exec::resume as replay;
+    let state_dir =
+        runbook_exec::journal::state_dir(cli.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    let path = crate::audit::resolve(&state_dir, &args.run)?;
+    // Read first, without touching the file; reopen for appending only once it can go on.
+    let read = runbook_exec::journal::read(&path).map_err(anyhow::Error::msg)?;
+    if let Some(p) = read.problem.as_ref().filter(|p| !p.torn) {
+        bail!(
+            "cannot resume from {}: {} (line {}); `runbook audit verify` shows the journal's state",
+            path.display(),
+            p.message,
+            p.line
+        );
+    }
+    let Some(runbook_exec::event::Event::RunStarted { origin, .. }) =
+        read.records.first().map(|r| &r.event)
+    else {
+        bail!("{}: not a run journal (no run_started)", path.display());
+    };
+    let loaded = crate::library::Loaded::read(std::path::Path::new(&origin.path))
+        .with_context(|| format!("the runbook of this run was {}", origin.path))?;
+    let Some((rb, plan)) = loaded.checked.valid() else {
+        bail!(
+            "the runbook {} is not valid any more: `runbook validate {}`",
+            origin.path,
+            origin.path
+        );
+    };
+    let rb = Arc::new(rb.clone());
+    let plan = Arc::new(plan.clone());
+    let state = replay::replay(&rb, &plan, &read.records).map_err(anyhow::Error::msg)?;
+    if state.mode == Mode::DryRun {
+        bail!(
+            "{} was a dry run; dry runs are not resumed, start a new one with `runbook exec`",
+            state.run_id
+        );
+    }
+    if state.finished == Some(RunStatus::Succeeded) {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{} already succeeded; nothing to resume", state.run_id)?;
+        return Ok(Exit::Success);
+    }
+    let now = origin_of(&loaded);
+    let changed = now.sha256 != state.origin.sha256;
+    if changed {
+        let (added, removed) = replay::step_diff(&replay::recorded_steps(&read.records), &rb);
+        let diff = format!(
+            "steps added: {}; steps removed: {}",
+            if added.is_empty() {
+                "none".into()
+            } else {
+                added.join(", ")
+            },
+            if removed.is_empty() {
+                "none".into()
+            } else {
+                removed.join(", ")
+            }
+        );
+        if !args.force {
+            bail!(
+                "refusing to resume {}: {} changed since the run started (sha256 {} then, {} now; {diff}); \
+                 resume with --force to go on with the file as it is",
+                state.run_id,
+                origin.path,
+                &state.origin.sha256.get(..12).unwrap_or_default(),
+                &now.sha256.get(..12).unwrap_or_default()
+            );
+        }
+        crate::diagnostics::warning(&format!(
+            "{} changed since the run started: {diff}",
+            origin.path
+        ));
+    }
+
+    let interactive = std::io::stdin().is_terminal();
+    // Acts that were in flight may have been partly applied: never re-run them unasked.
+    let mut restored = state.restored.clone();
+    let mut inflight_notes = Vec::new();
+    for id in &state.inflight {
+        let Some(i) = plan.index(id) else { continue };
+        let step = &rb.steps[i];
+        if step.kind.value != runbook_core::model::StepKind::Act {
+            inflight_notes.push(format!("{id}: run again (read-only)"));
+            continue;
+        }
+        let choice = if args.inflight_done.iter().any(|d| d == id) {
+            InflightChoice::Done
+        } else if args.rerun_inflight_acts {
+            InflightChoice::Rerun
+        } else if interactive {
+            ask_inflight(id, &step.title.value)
+        } else {
+            bail!(
+                "act `{id}` was running when the run stopped and may have been partly applied; \
+                 check the system, then resume with --inflight-done {id} (it was applied) or \
+                 --rerun-inflight-acts (run it again), or resume in a terminal to be asked"
+            );
+        };
+        match choice {
+            InflightChoice::Done => {
+                inflight_notes.push(format!("{id}: counted as done"));
+                restored.push(runbook_exec::Restored {
+                    step: i,
+                    status: Status::Succeeded,
+                    route: runbook_exec::Route::Normal,
+                    result: serde_json::json!({"exit_code": null, "stdout": "", "stderr": "", "status": null, "duration_ms": 0, "attempt": 1}),
+                    message: Some("in flight when the run stopped; counted as done on resume".into()),
+                    duration: Duration::ZERO,
+                });
+            }
+            InflightChoice::Rerun => inflight_notes.push(format!("{id}: run again")),
+            InflightChoice::Abort => return Ok(Exit::Declined),
+        }
+    }
+
+    // Parameters as recorded; secrets were never recorded and are resolved again.
+    let given: Vec<(String, String)> = state
+        .params
+        .iter()
+        .filter(|(k, _)| {
+            rb.params
+                .get(*k)
+                .is_some_and(|p| p.ty.value != ParamType::Secret)
+        })
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    let resolved = resolve_params(&rb, &given, &serde_json::Map::new(), interactive)?;
+    let operator = args
+        .operator
+        .clone()
+        .unwrap_or_else(runbook_exec::default_operator);
+    let options = Options {
+        mode: Mode::Live,
+        yes: args.yes,
+        auto_manual: args.auto_manual,
+        parallel: usize::from(args.parallel),
+        run_id: state.run_id.clone(),
+        operator: operator.clone(),
+        origin: now,
+        ..Options::default()
+    };
+    refuse_without_terminal(&rb, &options, interactive)?;
+    let _lock = take_lock(&state_dir, &rb, &resolved, &state.run_id, &operator)?;
+    let (journal, _, torn_bytes) =
+        runbook_exec::journal::Journal::reopen(&path).map_err(anyhow::Error::msg)?;
+    let done: Vec<String> = restored
+        .iter()
+        .map(|r| rb.steps[r.step].id.value.clone())
+        .collect();
+    let opening = runbook_exec::event::Event::Resumed {
+        by: operator,
+        done,
+        inflight: inflight_notes,
+        torn_bytes,
+        runbook_changed: changed,
+    };
+    drive(
+        rb,
+        plan,
+        resolved,
+        options,
+        journal,
+        args.output,
+        Some((restored, opening)),
+    )
+}
+
+enum InflightChoice {
+    Done,
+    Rerun,
+    Abort,
+}
+
+fn ask_inflight(id: &str, title: &str) -> InflightChoice {
+    let mut err = anstream::stderr();
+    let _ = writeln!(
+        err,
+        "act `{id}` ({title}) was running when the run stopped: it may have been partly applied."
+    );
+    loop {
+        let _ = write!(err, "Was it applied? [d]one / [r]un again / [a]bort: ");
+        let _ = err.flush();
+        let mut line = String::new();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => return InflightChoice::Abort,
+            Ok(_) => {}
+        }
+        match line.trim().to_ascii_lowercase().as_str() {
+            "d" | "done" => return InflightChoice::Done,
+            "r" | "run" | "rerun" => return InflightChoice::Rerun,
+            "a" | "abort" => return InflightChoice::Abort,
+            _ => {}
+        }
+    }
+}
+
+fn resolve_params(
+    rb: &Runbook,
+    given: &[(String, String)],
+    file: &serde_json::Map<String, serde_json::Value>,
+    interactive: bool,
+) -> anyhow::Result<runbook_exec::params::Resolved> {
     let env_lookup = |name: &str| std::env::var(name).ok();
     let ssm_lookup = |path: &str| -> Result<String, String> {
         Err(format!(
@@ -107,62 +366,63 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         ))
     };
     let mut ask = |name: &str, p: &Param| prompt_param(interactive, name, p);
-    let resolved = match runbook_exec::params::resolve(
-        &rb,
+    runbook_exec::params::resolve(
+        rb,
         runbook_exec::params::Sources {
-            given: &given,
-            file: &file,
+            given,
+            file,
             env: &env_lookup,
             ssm: &ssm_lookup,
             ask: &mut ask,
         },
-    ) {
-        Ok(r) => r,
-        Err(problems) => {
-            bail!(
-                "cannot run {}: {}\n  {}",
-                rb.name.value,
-                if problems.len() == 1 {
-                    "1 problem with its parameters".to_string()
-                } else {
-                    format!("{} problems with its parameters", problems.len())
-                },
-                problems.join("\n  ")
-            );
-        }
-    };
+    )
+    .map_err(|problems| {
+        anyhow::anyhow!(
+            "cannot run {}: {}\n  {}",
+            rb.name.value,
+            if problems.len() == 1 {
+                "1 problem with its parameters".to_string()
+            } else {
+                format!("{} problems with its parameters", problems.len())
+            },
+            problems.join("\n  ")
+        )
+    })
+}
 
-    // A run that will need answers must be able to ask for them.
-    if !interactive {
-        let need = runbook_exec::engine::needs_operator(&rb, &options);
-        if !need.is_empty() {
-            bail!(
-                "refusing to run {}: step{} {} need{} an operator's answer and stdin is not a terminal\n  \
-                 run it in a terminal, approve every act with --yes (and manual steps with --auto-manual), \
-                 or look first with --dry-run",
-                rb.name.value,
-                if need.len() == 1 { "" } else { "s" },
-                need.join(", "),
-                if need.len() == 1 { "s" } else { "" },
-            );
-        }
+/// A run that will need answers must be able to ask for them.
+fn refuse_without_terminal(
+    rb: &Runbook,
+    options: &Options,
+    interactive: bool,
+) -> anyhow::Result<()> {
+    if interactive {
+        return Ok(());
     }
+    let need = runbook_exec::engine::needs_operator(rb, options);
+    if need.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "refusing to run {}: step{} {} need{} an operator's answer and stdin is not a terminal\n  \
+         run it in a terminal, approve every act with --yes (and manual steps with --auto-manual), \
+         or look first with --dry-run",
+        rb.name.value,
+        if need.len() == 1 { "" } else { "s" },
+        need.join(", "),
+        if need.len() == 1 { "s" } else { "" },
+    )
+}
 
-    let env: serde_json::Map<String, serde_json::Value> = rb
-        .env
-        .iter()
-        .filter_map(|name| {
-            std::env::var(&name.value)
-                .ok()
-                .map(|v| (name.value.clone(), v.into()))
-        })
-        .collect();
-    // The record and the lock come before the first step.
-    let state_dir =
-        runbook_exec::journal::state_dir(cli.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
-    let renderer = runbook_core::template::Renderer::new();
+fn take_lock(
+    state_dir: &std::path::Path,
+    rb: &Runbook,
+    resolved: &runbook_exec::params::Resolved,
+    run_id: &str,
+    operator: &str,
+) -> anyhow::Result<runbook_exec::lock::RunLock> {
     let key = match &rb.lock {
-        Some(t) => renderer
+        Some(t) => runbook_core::template::Renderer::new()
             .render(
                 runbook_core::template::Context::Text,
                 t,
@@ -172,34 +432,49 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         None => rb.name.value.clone(),
     };
     let me = runbook_exec::lock::Holder {
-        run_id: run_id.clone(),
-        operator: operator.clone(),
+        run_id: run_id.to_string(),
+        operator: operator.to_string(),
         pid: std::process::id(),
         since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
-    let _lock = match args.dry_run {
-        // A dry run changes nothing, so it neither needs nor blocks the lock.
-        true => None,
-        false => match runbook_exec::lock::acquire(&state_dir, &key, &me) {
-            Ok(runbook_exec::lock::Acquired::Fresh(l)) => Some(l),
-            Ok(runbook_exec::lock::Acquired::TakenOver(l, h)) => {
-                crate::diagnostics::warning(&format!(
-                    "took over the lock `{key}` left by run {} of {} (pid {} is gone)",
-                    h.run_id, h.operator, h.pid
-                ));
-                Some(l)
-            }
-            Err(e) => bail!("refusing to run {}: {e}", rb.name.value),
-        },
-    };
-    let journal =
-        runbook_exec::journal::Journal::create(&state_dir, &run_id).map_err(anyhow::Error::msg)?;
-    let journal_path = journal.path().to_path_buf();
+    match runbook_exec::lock::acquire(state_dir, &key, &me) {
+        Ok(runbook_exec::lock::Acquired::Fresh(l)) => Ok(l),
+        Ok(runbook_exec::lock::Acquired::TakenOver(l, h)) => {
+            crate::diagnostics::warning(&format!(
+                "took over the lock `{key}` left by run {} of {} (pid {} is gone)",
+                h.run_id, h.operator, h.pid
+            ));
+            Ok(l)
+        }
+        Err(e) => bail!("refusing to run {}: {e}", rb.name.value),
+    }
+}
 
-    let color = args.output == ExecOutput::Human
+/// Run the engine with the journal and the display, handle signals, print the summary.
+fn drive(
+    rb: Arc<Runbook>,
+    plan: Arc<runbook_core::Plan>,
+    resolved: runbook_exec::params::Resolved,
+    options: Options,
+    journal: runbook_exec::journal::Journal,
+    output: ExecOutput,
+    resume: Option<(Vec<runbook_exec::Restored>, runbook_exec::event::Event)>,
+) -> anyhow::Result<Exit> {
+    let dry_run = options.mode == Mode::DryRun;
+    let journal_path = journal.path().to_path_buf();
+    let env: serde_json::Map<String, serde_json::Value> = rb
+        .env
+        .iter()
+        .filter_map(|name| {
+            std::env::var(&name.value)
+                .ok()
+                .map(|v| (name.value.clone(), v.into()))
+        })
+        .collect();
+    let color = output == ExecOutput::Human
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let display: Box<dyn Sink> = match args.output {
+    let display: Box<dyn Sink> = match output {
         ExecOutput::Human => Box::new(Human::new(Some(&rb), color, false)),
         ExecOutput::Json => Box::new(JsonLines),
     };
@@ -209,7 +484,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         display,
     ]));
     let shown = resolved.shown(&rb);
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         Arc::clone(&rb),
         plan,
         resolved.values,
@@ -223,6 +498,9 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         }),
     )
     .map_err(anyhow::Error::msg)?;
+    if let Some((restored, opening)) = resume {
+        engine = engine.resuming(restored, opening);
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -259,8 +537,8 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
     });
     // A prompt may still be blocked reading stdin; do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
-    if args.output == ExecOutput::Human {
-        print_summary(&rb, &report, color, args.dry_run);
+    if output == ExecOutput::Human {
+        print_summary(&rb, &report, color, dry_run);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "journal {}", journal_path.display());
     }
@@ -323,7 +601,8 @@ fn prompt_param(interactive: bool, name: &str, p: &Param) -> Option<String> {
 }
 
 /// Where the runbook came from: path, sha256, git commit and dirty flag.
-fn origin(path: &std::path::Path, source: &str) -> runbook_exec::event::Origin {
+fn origin_of(loaded: &crate::library::Loaded) -> runbook_exec::event::Origin {
+    let (path, source) = (loaded.path.as_path(), loaded.source.as_str());
     use sha2::Digest;
     let sha256 = hex::encode(sha2::Sha256::digest(source.as_bytes()));
     let dir = path

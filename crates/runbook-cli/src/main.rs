@@ -113,6 +113,8 @@ pub enum Command {
     },
     /// Run a runbook: checks, confirmed acts, verifications, branches (see --dry-run)
     Exec(exec::ExecArgs),
+    /// Continue an interrupted or failed run from its journal
+    Resume(exec::ResumeArgs),
     /// Recorded runs: list them, show a timeline, verify a journal's hash chain
     Audit {
         #[command(subcommand)]

@@ -963,3 +963,233 @@ mod audit {
         assert!(stderr.contains("took over the lock `signal`"), "{stderr}");
     }
 }
+
+mod resume {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+
+    fn with_state(state: &Path, args: &[&str]) -> Output {
+        let mut cmd = runbook();
+        cmd.env("RUNBOOK_STATE_DIR", state).args(args);
+        cmd.output().unwrap()
+    }
+
+    /// Start the 10-step runbook, SIGKILL it once `stop_at` says so, resume it, and check
+    /// that every act ran exactly once and the journal verifies.
+    fn crash_and_resume(stop_at: &dyn Fn(&str, usize) -> bool) -> String {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dir_param = format!("dir={}", dir.path().display());
+        let mut child = runbook()
+            .env("RUNBOOK_STATE_DIR", state.path())
+            .args(["exec", &fixture("crash"), "--yes", "-p", &dir_param])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut finished = 0;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.starts_with('✓') {
+                finished += 1;
+            }
+            if stop_at(&line, finished) {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // The journal of a killed run verifies.
+        let out = with_state(state.path(), &["audit", "verify", "last"]);
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+
+        // An act in flight is the operator's call: here the counter file tells.
+        let records = text(&with_state(
+            state.path(),
+            &["audit", "show", "last", "--format", "json"],
+        ))
+        .0;
+        let mut open: Vec<String> = Vec::new();
+        for r in records
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        {
+            let step = r["step"].as_str().unwrap_or_default().to_string();
+            match r["event"].as_str() {
+                Some("step_started") => open.push(step),
+                Some("step_finished") => open.retain(|s| *s != step),
+                _ => {}
+            }
+        }
+        let mut args = vec!["resume", "last", "--yes"];
+        let mut done = Vec::new();
+        for id in open.iter().filter(|id| id.starts_with('a')) {
+            if dir.path().join(id).exists() {
+                done.push(id.clone());
+            } else {
+                args.push("--rerun-inflight-acts");
+            }
+        }
+        for id in &done {
+            args.push("--inflight-done");
+            args.push(id);
+        }
+        let out = with_state(state.path(), &args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 0, "{stdout}{stderr}");
+        assert!(stdout.contains("resumed by"), "{stdout}");
+        for act in ["a1", "a2", "a3", "a4"] {
+            let n = std::fs::read_to_string(dir.path().join(act)).unwrap();
+            assert_eq!(
+                n.lines().count(),
+                1,
+                "{act} ran {} times\n{stdout}",
+                n.lines().count()
+            );
+        }
+        let out = with_state(state.path(), &["audit", "verify", "last"]);
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+        assert!(!text(&out).0.contains("no run_finished"));
+        stdout
+    }
+
+    #[test]
+    fn sigkill_at_every_step_boundary_then_resume_runs_every_act_once() {
+        for boundary in 1..=9 {
+            crash_and_resume(&|_, finished| finished >= boundary);
+        }
+    }
+
+    #[test]
+    fn sigkill_in_the_middle_of_a_long_step_then_resume() {
+        let out = crash_and_resume(&|line, _| line.contains("long │ sleeping"));
+        assert!(out.contains("long: run again (read-only)"), "{out}");
+    }
+
+    #[test]
+    fn an_inflight_act_is_never_rerun_unasked() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Forge the situation exactly: a journal whose act started and never finished.
+        let out = with_state(
+            state.path(),
+            &[
+                "exec",
+                &fixture("crash"),
+                "--yes",
+                "-p",
+                &format!("dir={}", dir.path().display()),
+            ],
+        );
+        assert_eq!(code(&out), 0);
+        let journal = std::fs::read_dir(state.path().join("runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let lines: Vec<String> = std::fs::read_to_string(&journal)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let cut = lines
+            .iter()
+            .position(|l| l.contains("\"event\":\"answered\"") && l.contains("\"step\":\"a3\""))
+            .unwrap();
+        std::fs::write(&journal, lines[..=cut].join("\n") + "\n").unwrap();
+        let out = with_state(state.path(), &["resume", "last", "--yes"]);
+        let (_, stderr) = text(&out);
+        assert_eq!(code(&out), 2, "{stderr}");
+        assert!(
+            stderr.contains("act `a3` was running when the run stopped"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("--inflight-done a3"), "{stderr}");
+        // Asked and answered: counted as done, so it does not run a second time.
+        let out = with_state(
+            state.path(),
+            &["resume", "last", "--yes", "--inflight-done", "a3"],
+        );
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a3"))
+                .unwrap()
+                .lines()
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_changed_runbook_is_refused_unless_forced() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("crash.yaml");
+        std::fs::copy(fixture("crash"), &copy).unwrap();
+        let out = with_state(
+            state.path(),
+            &[
+                "exec",
+                copy.to_str().unwrap(),
+                "--yes",
+                "-p",
+                &format!("dir={}", dir.path().display()),
+            ],
+        );
+        assert_eq!(code(&out), 0);
+        // Pretend it failed half-way: drop everything after a2 finished.
+        let journal = std::fs::read_dir(state.path().join("runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let lines: Vec<String> = std::fs::read_to_string(&journal)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let cut = lines
+            .iter()
+            .position(|l| l.contains("step_finished") && l.contains("\"step\":\"a2\""))
+            .unwrap();
+        std::fs::write(&journal, lines[..=cut].join("\n") + "\n").unwrap();
+        let text_ = std::fs::read_to_string(&copy).unwrap();
+        std::fs::write(
+            &copy,
+            text_.replace(
+                "id: done, kind: check, title: Done",
+                "id: finished, kind: check, title: Finished",
+            ),
+        )
+        .unwrap();
+        let out = with_state(state.path(), &["resume", "last", "--yes"]);
+        let (_, stderr) = text(&out);
+        assert_eq!(code(&out), 2, "{stderr}");
+        assert!(stderr.contains("changed since the run started"), "{stderr}");
+        assert!(
+            stderr.contains("steps added: finished; steps removed: done"),
+            "{stderr}"
+        );
+        let out = with_state(state.path(), &["resume", "last", "--yes", "--force"]);
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+        for act in ["a1", "a2"] {
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join(act))
+                    .unwrap()
+                    .lines()
+                    .count(),
+                1
+            );
+        }
+        let out = with_state(state.path(), &["resume", "last"]);
+        assert_eq!(code(&out), 0);
+        assert!(
+            text(&out).0.contains("already succeeded"),
+            "{:?}",
+            text(&out)
+        );
+    }
+}

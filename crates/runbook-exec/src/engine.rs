@@ -142,6 +142,39 @@ pub struct Engine {
     shared: Arc<Shared>,
     interrupt: watch::Receiver<u8>,
     control: Control,
+    resume: Option<(Vec<Restored>, Event)>,
+}
+
+/// How a step restored from a journal sends the run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Along its ordinary edges.
+    Normal,
+    /// Branch case `k` (0-based).
+    Case(usize),
+    /// Branch default.
+    Default,
+    /// Its `on_fail: goto` edge.
+    FailGoto,
+    /// Nowhere (a branch with no case holding and no default).
+    Nowhere,
+}
+
+/// A step that finished before the run was interrupted, restored from the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    /// Step index.
+    pub step: usize,
+    /// How it ended.
+    pub status: Status,
+    /// Where it sent the run.
+    pub route: Route,
+    /// Its `steps.<id>` values (captures and built-ins).
+    pub result: Value,
+    /// Its message.
+    pub message: Option<String>,
+    /// How long it took.
+    pub duration: Duration,
 }
 
 impl std::fmt::Debug for Engine {
@@ -279,7 +312,15 @@ impl Engine {
             }),
             interrupt: rx,
             control: Control(tx),
+            resume: None,
         })
+    }
+
+    /// Continue an interrupted run: start from these finished steps, and open the
+    /// record with `opening` (a `resumed` event) instead of `run_started`.
+    pub fn resuming(mut self, restored: Vec<Restored>, opening: Event) -> Self {
+        self.resume = Some((restored, opening));
+        self
     }
 
     /// A handle for signal handlers.
@@ -293,20 +334,40 @@ impl Engine {
         let rb = &sh.runbook;
         let plan = &sh.plan;
         let n = rb.steps.len();
-        sh.emit(Event::RunStarted {
-            run_id: sh.options.run_id.clone(),
-            runbook: rb.name.value.clone(),
-            title: rb.title.value.clone(),
-            mode: sh.options.mode,
-            params: sh.shown_params.clone(),
-            steps: n,
-            origin: crate::event::Origin {
-                operator: sh.options.operator.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                ..sh.options.origin.clone()
-            },
-        });
         let mut states = vec![State::new(); n];
+        if let Some((restored, opening)) = self.resume.take() {
+            for r in restored.into_iter().filter(|r| r.step < n) {
+                let st = &mut states[r.step];
+                st.status = r.status;
+                st.flow = match r.route {
+                    Route::Normal => Flow::Normal,
+                    Route::Case(k) => Flow::Route(Edge::Case(k)),
+                    Route::Default => Flow::Route(Edge::Default),
+                    Route::FailGoto => Flow::FailGoto,
+                    Route::Nowhere => Flow::None,
+                };
+                st.result = Some(r.result);
+                st.message = r.message;
+                st.duration = r.duration;
+                st.attempts = 1;
+            }
+            sh.emit(opening);
+        } else {
+            sh.emit(Event::RunStarted {
+                run_id: sh.options.run_id.clone(),
+                runbook: rb.name.value.clone(),
+                title: rb.title.value.clone(),
+                mode: sh.options.mode,
+                params: sh.shown_params.clone(),
+                steps: n,
+                step_ids: rb.steps.iter().map(|s| s.id.value.clone()).collect(),
+                origin: crate::event::Origin {
+                    operator: sh.options.operator.clone(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..sh.options.origin.clone()
+                },
+            });
+        }
         let mut rounds = vec![0u32; n];
         let (kill_tx, kill_rx) = watch::channel(false);
         let mut tasks: JoinSet<(usize, u32, Outcome)> = JoinSet::new();

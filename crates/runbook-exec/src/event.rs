@@ -194,6 +194,9 @@ pub enum Event {
         params: serde_json::Map<String, serde_json::Value>,
         /// Number of steps in the runbook.
         steps: usize,
+        /// The step ids, in list order (to compare when the file changes before a resume).
+        #[serde(default)]
+        step_ids: Vec<String>,
         /// Where the runbook came from and who runs it.
         #[serde(flatten)]
         origin: Origin,

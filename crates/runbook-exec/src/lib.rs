@@ -19,8 +19,9 @@ pub mod journal;
 pub mod lock;
 pub mod mask;
 pub mod params;
+pub mod resume;
 
-pub use engine::{Control, Engine, Operator, Options, Question, Report};
+pub use engine::{Control, Engine, Operator, Options, Question, Report, Restored, Route};
 pub use event::{Answer, Event, Mode, RunStatus, Sink, Status};
 
 /// `user@host`: the login name (or `$USER`) and the host name.
