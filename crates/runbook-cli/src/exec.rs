@@ -53,6 +53,19 @@ pub struct ExecArgs {
     /// Who runs this (default: $USER@hostname)
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// AWS settings for `ssm_*` steps and Parameter Store secrets.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AwsArgs {
+    /// AWS region (default: the runbook's `aws.region`, else AWS_REGION)
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// AWS profile (default: the runbook's `aws.profile`, else AWS_PROFILE)
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
 }
 
 /// Run `runbook exec`.
@@ -85,6 +98,8 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         run_id: run_id.clone(),
         operator: operator.clone(),
         origin: origin_of(&loaded),
+        aws_region: args.aws.region.clone(),
+        aws_profile: args.aws.profile.clone(),
         ..Options::default()
     };
 
@@ -99,7 +114,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         Some(path) => read_params_file(path)?,
         None => serde_json::Map::new(),
     };
-    let resolved = resolve_params(&rb, &given, &file, interactive)?;
+    let resolved = resolve_params(&rb, &given, &file, interactive, &args.aws)?;
     refuse_without_terminal(&rb, &options, interactive)?;
 
     // The record and the lock come before the first step.
@@ -145,6 +160,8 @@ pub struct ResumeArgs {
     /// Who resumes it (default: $USER@hostname)
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// Run `runbook resume`: continue a run from its journal.
@@ -282,7 +299,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
             (k.clone(), text)
         })
         .collect();
-    let resolved = resolve_params(&rb, &given, &serde_json::Map::new(), interactive)?;
+    let resolved = resolve_params(&rb, &given, &serde_json::Map::new(), interactive, &args.aws)?;
     let operator = args
         .operator
         .clone()
@@ -295,6 +312,8 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         run_id: state.run_id.clone(),
         operator: operator.clone(),
         origin: now,
+        aws_region: args.aws.region.clone(),
+        aws_profile: args.aws.profile.clone(),
         ..Options::default()
     };
     refuse_without_terminal(&rb, &options, interactive)?;
@@ -321,6 +340,57 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         args.output,
         Some((restored, opening)),
     )
+}
+
+/// Parameter Store, connected on first use (most runbooks never need it).
+struct ParameterStore {
+    #[cfg(feature = "aws")]
+    settings: runbook_exec::aws::Settings,
+    #[cfg(feature = "aws")]
+    client: std::cell::OnceCell<Result<(tokio::runtime::Runtime, runbook_exec::aws::Aws), String>>,
+}
+
+impl ParameterStore {
+    #[cfg(feature = "aws")]
+    fn new(rb: &Runbook, aws: &AwsArgs) -> Self {
+        let from_runbook = rb.aws.clone().unwrap_or_default();
+        ParameterStore {
+            settings: runbook_exec::aws::Settings {
+                region: aws.region.clone().or(from_runbook.region),
+                profile: aws.profile.clone().or(from_runbook.profile),
+            },
+            client: std::cell::OnceCell::new(),
+        }
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn new(_: &Runbook, _: &AwsArgs) -> Self {
+        ParameterStore {}
+    }
+
+    #[cfg(feature = "aws")]
+    fn get(&self, path: &str) -> Result<String, String> {
+        let client = self.client.get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            let aws = rt.block_on(runbook_exec::aws::Aws::connect(&self.settings))?;
+            Ok((rt, aws))
+        });
+        match client {
+            Ok((rt, aws)) => rt.block_on(aws.parameter(path)),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn get(&self, path: &str) -> Result<String, String> {
+        Err(format!(
+            "reading `{path}` from Parameter Store needs runbook built with the `aws` feature; \
+             pass the value with --param instead"
+        ))
+    }
 }
 
 enum InflightChoice {
@@ -357,14 +427,11 @@ fn resolve_params(
     given: &[(String, String)],
     file: &serde_json::Map<String, serde_json::Value>,
     interactive: bool,
+    aws: &AwsArgs,
 ) -> anyhow::Result<runbook_exec::params::Resolved> {
     let env_lookup = |name: &str| std::env::var(name).ok();
-    let ssm_lookup = |path: &str| -> Result<String, String> {
-        Err(format!(
-            "reading `{path}` from Parameter Store needs AWS support, which this build lacks; \
-             pass the value with --param instead"
-        ))
-    };
+    let store = ParameterStore::new(rb, aws);
+    let ssm_lookup = |path: &str| store.get(path);
     let mut ask = |name: &str, p: &Param| prompt_param(interactive, name, p);
     runbook_exec::params::resolve(
         rb,

@@ -40,6 +40,8 @@ pub struct ActionResult {
     pub timed_out: bool,
     /// Killed because the run was aborted or interrupted.
     pub killed: bool,
+    /// More values for `steps.<id>` (SSM: `instances`, `succeeded`, `failed`, ...).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Limits and callbacks shared by the runners.
@@ -281,6 +283,7 @@ pub async fn shell(
         message,
         timed_out,
         killed: was_killed,
+        extra: serde_json::Map::new(),
     }
 }
 
@@ -416,6 +419,7 @@ pub async fn http(
         message,
         timed_out: false,
         killed: false,
+        extra: serde_json::Map::new(),
     }
 }
 

@@ -48,6 +48,10 @@ pub struct Options {
     pub operator: String,
     /// Where the runbook came from, recorded in `run_started`.
     pub origin: crate::event::Origin,
+    /// AWS region and profile from the command line (they win over the runbook's).
+    pub aws_region: Option<String>,
+    /// See `aws_region`.
+    pub aws_profile: Option<String>,
 }
 
 impl Default for Options {
@@ -62,6 +66,8 @@ impl Default for Options {
             run_id: "run".into(),
             operator: "operator".into(),
             origin: crate::event::Origin::default(),
+            aws_region: None,
+            aws_profile: None,
         }
     }
 }
@@ -186,6 +192,8 @@ impl std::fmt::Debug for Engine {
 }
 
 struct Shared {
+    /// For each step, the steps whose values its templates and conditions read.
+    reads: Vec<Vec<usize>>,
     runbook: Arc<Runbook>,
     plan: Arc<Plan>,
     options: Options,
@@ -199,9 +207,28 @@ struct Shared {
     http: reqwest::Client,
     started: Instant,
     started_at: SystemTime,
+    #[cfg(feature = "aws")]
+    aws: tokio::sync::OnceCell<Result<crate::aws::Aws, String>>,
 }
 
 impl Shared {
+    /// The run's AWS client, created on first use.
+    #[cfg(feature = "aws")]
+    async fn aws(&self) -> Result<&crate::aws::Aws, String> {
+        let result = self
+            .aws
+            .get_or_init(|| async {
+                let from_runbook = self.runbook.aws.clone().unwrap_or_default();
+                crate::aws::Aws::connect(&crate::aws::Settings {
+                    region: self.options.aws_region.clone().or(from_runbook.region),
+                    profile: self.options.aws_profile.clone().or(from_runbook.profile),
+                })
+                .await
+            })
+            .await;
+        result.as_ref().map_err(Clone::clone)
+    }
+
     fn emit(&self, event: Event) {
         self.sink.emit(SystemTime::now(), &event);
     }
@@ -294,8 +321,10 @@ impl Engine {
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         let (tx, rx) = watch::channel(0u8);
+        let reads = runbook.steps.iter().map(|s| reads_of(&plan, s)).collect();
         Ok(Engine {
             shared: Arc::new(Shared {
+                reads,
                 runbook,
                 plan,
                 options,
@@ -309,6 +338,8 @@ impl Engine {
                 http,
                 started: Instant::now(),
                 started_at: SystemTime::now(),
+                #[cfg(feature = "aws")]
+                aws: tokio::sync::OnceCell::new(),
             }),
             interrupt: rx,
             control: Control(tx),
@@ -407,7 +438,7 @@ impl Engine {
                     if exclusive {
                         acts_running += 1;
                     }
-                    let data = data(&sh, &states);
+                    let data = data(&sh, &states, i);
                     let generation_at_spawn = states[i].generation;
                     let task_sh = Arc::clone(&sh);
                     let kill = kill_rx.clone();
@@ -725,14 +756,44 @@ fn route_failure(
     }
 }
 
-/// The values templates and conditions read: `params`, `steps`, `env`, `run`.
-fn data(sh: &Shared, states: &[State]) -> Value {
-    let steps: serde_json::Map<String, Value> = sh
-        .runbook
-        .steps
+/// The steps whose values a step's templates and conditions read (`steps.<id>...`).
+fn reads_of(plan: &Plan, step: &Step) -> Vec<usize> {
+    let mut names: Vec<Vec<String>> = Vec::new();
+    for (text, _) in runbook_core::validate::step_templates(step) {
+        if let Ok(a) = runbook_core::template::analyze(text) {
+            names.extend(a.vars.into_iter().map(|v| v.path));
+        }
+    }
+    let conditions = step.expect.iter().chain(step.cases.iter().map(|c| &c.when));
+    for c in conditions {
+        if let Ok(n) = runbook_core::cond::analyze(c) {
+            names.extend(n);
+        }
+    }
+    if names.iter().any(|n| n.len() == 1 && n[0] == "steps") {
+        return (0..plan.order.len()).collect();
+    }
+    let mut out: Vec<usize> = names
         .iter()
-        .zip(states)
-        .filter_map(|(s, st)| Some((s.id.value.clone(), st.result.clone()?)))
+        .filter(|n| n.len() >= 2 && n[0] == "steps")
+        .filter_map(|n| plan.index(&n[1]))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The values step `i`'s templates and conditions read: `params`, `steps` (those it
+/// names), `env`, `run`.
+fn data(sh: &Shared, states: &[State], i: usize) -> Value {
+    let steps: serde_json::Map<String, Value> = sh.reads[i]
+        .iter()
+        .filter_map(|&s| {
+            Some((
+                sh.runbook.steps[s].id.value.clone(),
+                states[s].result.clone()?,
+            ))
+        })
         .collect();
     json!({
         "params": sh.params,
@@ -896,27 +957,14 @@ async fn execute(
             );
         }
         if kind == StepKind::Verify && hyp {
+            // It could hold or fail: show both what follows and its failure route.
             return task.finish(
                 Status::Pending,
-                Flow::Normal,
+                Flow::All,
                 true,
                 None,
                 0,
                 Some("dry run: verifies the effect of acts that did not run".into()),
-                None,
-            );
-        }
-        if matches!(
-            action,
-            RenderedAction::SsmCommand { .. } | RenderedAction::SsmAutomation { .. }
-        ) {
-            return task.finish(
-                Status::NotExecuted,
-                Flow::Normal,
-                true,
-                None,
-                0,
-                Some("dry run: AWS call shown, not made".into()),
                 None,
             );
         }
@@ -1298,9 +1346,73 @@ async fn run_action(
             ok: true,
             ..ActionResult::default()
         },
+        #[cfg(feature = "aws")]
+        RenderedAction::SsmCommand {
+            document,
+            commands,
+            parameters,
+            instance_ids,
+            tags,
+            max_concurrency,
+            max_errors,
+            comment,
+        } => {
+            let aws = match sh.aws().await {
+                Ok(a) => a,
+                Err(e) => {
+                    return ActionResult {
+                        message: Some(e),
+                        ..ActionResult::default()
+                    };
+                }
+            };
+            let Some(Action::SsmCommand(spec)) = &task.step.action else {
+                return ActionResult::default();
+            };
+            crate::aws::run_command(
+                aws,
+                crate::aws::Command {
+                    document,
+                    commands,
+                    parameters,
+                    instance_ids,
+                    tags,
+                    max_concurrency: max_concurrency.as_deref(),
+                    max_errors: max_errors.as_deref(),
+                    comment: comment.as_deref(),
+                    output_s3_bucket: spec.output_s3_bucket.as_deref(),
+                    output_s3_prefix: spec.output_s3_prefix.as_deref(),
+                    cloudwatch_log_group: spec.cloudwatch_log_group.as_deref(),
+                },
+                io,
+            )
+            .await
+        }
+        #[cfg(feature = "aws")]
+        RenderedAction::SsmAutomation {
+            document,
+            document_version,
+            parameters,
+        } => match sh.aws().await {
+            Ok(aws) => {
+                crate::aws::run_automation(
+                    aws,
+                    document,
+                    document_version.as_deref(),
+                    parameters,
+                    io,
+                )
+                .await
+            }
+            Err(e) => ActionResult {
+                message: Some(e),
+                ..ActionResult::default()
+            },
+        },
+        #[cfg(not(feature = "aws"))]
         RenderedAction::SsmCommand { .. } | RenderedAction::SsmAutomation { .. } => ActionResult {
             message: Some(
-                "AWS Systems Manager actions are not available in this build of runbook".into(),
+                "AWS Systems Manager actions need runbook built with the `aws` feature".into(),
             ),
             ..ActionResult::default()
         },
@@ -1324,6 +1436,9 @@ fn judge(
     values.insert("status".into(), json!(result.status));
     values.insert("duration_ms".into(), json!(millis(started.elapsed())));
     values.insert("attempt".into(), json!(attempt));
+    for (k, v) in &result.extra {
+        values.insert(k.clone(), v.clone());
+    }
     if result.timed_out || result.killed {
         return (false, Value::Object(values), result.message.clone());
     }
@@ -1380,10 +1495,20 @@ fn judge(
                     if !shown.is_empty() {
                         why.push_str(&format!(", but {}", eval::show(&shown)));
                     }
+                    if let Some(m) = result.message.as_ref().filter(|_| !result.ok) {
+                        why = format!("{m}; {why}");
+                    }
                     return (false, Value::Object(values), Some(why));
                 }
             }
-            Err(e) => return (false, Value::Object(values), Some(e)),
+            Err(e) => {
+                // A failed action usually explains a condition that cannot be evaluated.
+                let e = match result.message.as_ref().filter(|_| !result.ok) {
+                    Some(m) => format!("{m}; then {e}"),
+                    None => e,
+                };
+                return (false, Value::Object(values), Some(e));
+            }
         }
     }
     (true, Value::Object(values), None)

@@ -11,6 +11,8 @@
 #![deny(missing_docs)]
 
 pub mod action;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod capture;
 pub mod engine;
 pub mod eval;

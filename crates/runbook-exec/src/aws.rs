@@ -1,0 +1,689 @@
+//! AWS Systems Manager: Run Command (`ssm_command`), Automation (`ssm_automation`) and
+//! Parameter Store secrets. One client per run, from the standard credential chain.
+//!
+//! Every AWS error is turned into a message that names the operation and says what to do.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ssm::types::{
+    AutomationExecutionStatus, CloudWatchOutputConfig, CommandInvocationStatus, Target,
+};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::action::{ActionResult, Io};
+use crate::event::Stream;
+
+/// Where the client's settings come from: flags first, then the runbook, then the
+/// environment (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Region.
+    pub region: Option<String>,
+    /// Named profile.
+    pub profile: Option<String>,
+}
+
+/// A Systems Manager client.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    client: Client,
+    region: String,
+}
+
+impl Aws {
+    /// Load the configuration and build the client. Fails without a region.
+    pub async fn connect(settings: &Settings) -> Result<Aws, String> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(r) = &settings.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(p) = &settings.profile {
+            loader = loader.profile_name(p);
+        }
+        let config = loader.load().await;
+        let Some(region) = config.region().map(|r| r.to_string()) else {
+            return Err(
+                "no AWS region: pass --region, set `aws: {region: ...}` in the runbook, \
+                        or set AWS_REGION"
+                    .into(),
+            );
+        };
+        Ok(Aws {
+            client: Client::new(&config),
+            region,
+        })
+    }
+
+    /// Wrap an existing client (tests with mocked responses).
+    pub fn from_client(client: Client, region: &str) -> Aws {
+        Aws {
+            client,
+            region: region.into(),
+        }
+    }
+
+    /// The region in use.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Read a parameter from Parameter Store, decrypted.
+    pub async fn parameter(&self, name: &str) -> Result<String, String> {
+        let out = self
+            .client
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found())
+                {
+                    format!(
+                        "parameter `{name}` does not exist in Parameter Store (region {})",
+                        self.region
+                    )
+                } else {
+                    explain("ssm:GetParameter", &e)
+                }
+            })?;
+        out.parameter()
+            .and_then(|p| p.value())
+            .map(str::to_string)
+            .ok_or_else(|| format!("parameter `{name}` has no value"))
+    }
+}
+
+/// An AWS error as an on-call engineer needs it: the operation, AWS's words, the fix.
+pub fn explain<E>(
+    operation: &str,
+    err: &SdkError<E, aws_sdk_ssm::config::http::HttpResponse>,
+) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let (code, message) = match err {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("").to_string();
+            let message = s.err().message().map_or_else(
+                || {
+                    format!(
+                        "HTTP {} without an AWS error in the body (does the endpoint support this \
+                         operation? check AWS_ENDPOINT_URL)",
+                        s.raw().status().as_u16()
+                    )
+                },
+                str::to_string,
+            );
+            (code, message)
+        }
+        other => (
+            String::new(),
+            aws_sdk_ssm::error::DisplayErrorContext(other).to_string(),
+        ),
+    };
+    let fix = match code.as_str() {
+        "AccessDeniedException" | "AccessDenied" => {
+            "the credentials in use lack this permission: check the IAM policy"
+        }
+        "InvalidInstanceId" => {
+            "the instance does not exist, is not running, or is not managed by SSM (agent, instance profile)"
+        }
+        "InvalidDocument" => "the document does not exist in this account and region",
+        "InvalidParameters" => "the document does not accept these parameters",
+        "ThrottlingException" => "AWS is throttling requests; retry later or lower max_concurrency",
+        "ExpiredTokenException" | "ExpiredToken" => {
+            "the credentials expired: log in again (aws sso login)"
+        }
+        "UnrecognizedClientException" | "InvalidSignatureException" => {
+            "the credentials are not valid for this account"
+        }
+        "" if message.contains("credentials") => {
+            "no AWS credentials: set AWS_PROFILE, log in with aws sso login, or run on an instance with a role"
+        }
+        "" if message.contains("dispatch") || message.contains("connect") => {
+            "AWS could not be reached: check the network and AWS_ENDPOINT_URL"
+        }
+        _ => "",
+    };
+    let mut text = format!("{operation} failed");
+    if !code.is_empty() {
+        text.push_str(&format!(": {code}"));
+    }
+    if !message.is_empty() {
+        text.push_str(&format!(": {message}"));
+    }
+    if !fix.is_empty() {
+        text.push_str(&format!(" ({fix})"));
+    }
+    text
+}
+
+/// The `ssm_command` fields, rendered.
+#[derive(Debug, Clone)]
+pub struct Command<'a> {
+    /// Document.
+    pub document: &'a str,
+    /// The `commands` parameter.
+    pub commands: &'a [String],
+    /// Other parameters.
+    pub parameters: &'a BTreeMap<String, Vec<String>>,
+    /// Instance targets.
+    pub instance_ids: &'a [String],
+    /// Tag targets.
+    pub tags: &'a BTreeMap<String, Vec<String>>,
+    /// Rate control.
+    pub max_concurrency: Option<&'a str>,
+    /// Error threshold.
+    pub max_errors: Option<&'a str>,
+    /// Comment.
+    pub comment: Option<&'a str>,
+    /// S3 output bucket.
+    pub output_s3_bucket: Option<&'a str>,
+    /// S3 key prefix.
+    pub output_s3_prefix: Option<&'a str>,
+    /// CloudWatch Logs group.
+    pub cloudwatch_log_group: Option<&'a str>,
+}
+
+/// One instance's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Invocation {
+    status: String,
+    response_code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn terminal(status: &str) -> bool {
+    matches!(
+        status,
+        "Success"
+            | "Failed"
+            | "Cancelled"
+            | "TimedOut"
+            | "DeliveryTimedOut"
+            | "ExecutionTimedOut"
+            | "Undeliverable"
+            | "Terminated"
+            | "InvalidPlatform"
+            | "AccessDenied"
+    )
+}
+
+/// Poll interval: 1s, growing to 5s.
+fn next_interval(d: Duration) -> Duration {
+    (d * 3 / 2).min(Duration::from_secs(5))
+}
+
+async fn pause(d: Duration, io: &Io<'_>) -> Option<ActionResult> {
+    let mut kill = io.kill.clone();
+    tokio::select! {
+        () = tokio::time::sleep(d) => None,
+        () = async { match io.deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+            Some(ActionResult { timed_out: true, message: Some("timed out waiting for AWS".into()), ..ActionResult::default() })
+        }
+        _ = kill.wait_for(|k| *k) => {
+            Some(ActionResult { killed: true, message: Some("stopped".into()), ..ActionResult::default() })
+        }
+    }
+}
+
+/// Send a command, wait until every invocation is terminal, and report per instance.
+pub async fn run_command(aws: &Aws, cmd: Command<'_>, io: Io<'_>) -> ActionResult {
+    let mut request = aws
+        .client
+        .send_command()
+        .document_name(cmd.document)
+        .set_max_concurrency(cmd.max_concurrency.map(str::to_string))
+        .set_max_errors(cmd.max_errors.map(str::to_string))
+        .set_comment(cmd.comment.map(str::to_string))
+        .set_output_s3_bucket_name(cmd.output_s3_bucket.map(str::to_string))
+        .set_output_s3_key_prefix(cmd.output_s3_prefix.map(str::to_string));
+    if !cmd.commands.is_empty() {
+        request = request.parameters("commands", cmd.commands.to_vec());
+    }
+    for (k, v) in cmd.parameters {
+        request = request.parameters(k, v.clone());
+    }
+    if let Some(group) = cmd.cloudwatch_log_group {
+        request = request.cloud_watch_output_config(
+            CloudWatchOutputConfig::builder()
+                .cloud_watch_log_group_name(group)
+                .cloud_watch_output_enabled(true)
+                .build(),
+        );
+    }
+    if cmd.instance_ids.is_empty() {
+        for (k, v) in cmd.tags {
+            request = request.targets(
+                Target::builder()
+                    .key(format!("tag:{k}"))
+                    .set_values(Some(v.clone()))
+                    .build(),
+            );
+        }
+    } else {
+        request = request.set_instance_ids(Some(cmd.instance_ids.to_vec()));
+    }
+    let sent = match request.send().await {
+        Ok(s) => s,
+        Err(e) => {
+            return ActionResult {
+                message: Some(explain("ssm:SendCommand", &e)),
+                ..ActionResult::default()
+            };
+        }
+    };
+    let Some(command_id) = sent
+        .command()
+        .and_then(|c| c.command_id())
+        .map(str::to_string)
+    else {
+        return ActionResult {
+            message: Some("ssm:SendCommand returned no command id".into()),
+            ..ActionResult::default()
+        };
+    };
+    (io.emit)(Stream::Stderr, &format!("command {command_id} sent"));
+    let mut results: BTreeMap<String, Invocation> = BTreeMap::new();
+    let mut interval = Duration::from_secs(1);
+    let started = Instant::now();
+    let mut last_progress = String::new();
+    loop {
+        let polled = if cmd.instance_ids.is_empty() {
+            list_invocations(aws, &command_id).await
+        } else {
+            get_invocations(aws, started, &command_id, cmd.instance_ids, &results).await
+        };
+        match polled {
+            Ok(found) => results.extend(found),
+            Err(e) => {
+                return ActionResult {
+                    message: Some(e),
+                    extra: extras(&command_id, &results),
+                    ..ActionResult::default()
+                };
+            }
+        }
+        let total = if cmd.instance_ids.is_empty() {
+            results.len()
+        } else {
+            cmd.instance_ids.len()
+        };
+        let done = results.values().filter(|r| terminal(&r.status)).count();
+        let progress = format!("{done} of {total} instances done");
+        if progress != last_progress {
+            (io.emit)(Stream::Stderr, &progress);
+            last_progress = progress;
+        }
+        // Tag targets: no invocation yet may mean the targets are still being resolved;
+        // after a while it means they match nothing.
+        if total == 0 && started.elapsed() > Duration::from_secs(30) {
+            let _ = aws
+                .client
+                .cancel_command()
+                .command_id(&command_id)
+                .send()
+                .await;
+            return ActionResult {
+                message: Some(format!(
+                    "the tag targets matched no instance (command {command_id} cancelled)"
+                )),
+                extra: extras(&command_id, &results),
+                ..ActionResult::default()
+            };
+        }
+        if total > 0 && done == total {
+            break;
+        }
+        if let Some(mut stop) = pause(interval, &io).await {
+            let cancel = aws
+                .client
+                .cancel_command()
+                .command_id(&command_id)
+                .send()
+                .await;
+            let note = match cancel {
+                Ok(_) => format!("command {command_id} cancelled"),
+                Err(e) => explain("ssm:CancelCommand", &e),
+            };
+            stop.message = Some(format!("{}; {note}", stop.message.unwrap_or_default()));
+            stop.extra = extras(&command_id, &results);
+            return stop;
+        }
+        interval = next_interval(interval);
+    }
+    for (id, r) in &results {
+        (io.emit)(
+            Stream::Stderr,
+            &format!("{id}: {} (response code {})", r.status, r.response_code),
+        );
+        for line in r.stdout.lines() {
+            (io.emit)(Stream::Stdout, &format!("{id}: {line}"));
+        }
+    }
+    let failed: Vec<&String> = results
+        .iter()
+        .filter(|(_, r)| r.status != "Success")
+        .map(|(id, _)| id)
+        .collect();
+    let stdout = if results.len() == 1 {
+        results
+            .values()
+            .next()
+            .map(|r| r.stdout.clone())
+            .unwrap_or_default()
+    } else {
+        results
+            .iter()
+            .map(|(id, r)| format!("{id}: {}", r.stdout.trim_end()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let message = (!failed.is_empty()).then(|| {
+        let parts: Vec<String> = failed
+            .iter()
+            .map(|id| format!("{id} {}", results[*id].status))
+            .collect();
+        format!(
+            "{} of {} instances did not succeed: {}",
+            failed.len(),
+            results.len(),
+            parts.join(", ")
+        )
+    });
+    ActionResult {
+        ok: failed.is_empty(),
+        stdout,
+        stderr: results
+            .values()
+            .map(|r| r.stderr.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        message,
+        extra: extras(&command_id, &results),
+        ..ActionResult::default()
+    }
+}
+
+fn extras(
+    command_id: &str,
+    results: &BTreeMap<String, Invocation>,
+) -> serde_json::Map<String, Value> {
+    let instances: Vec<Value> = results
+        .iter()
+        .map(|(id, r)| {
+            json!({"id": id, "status": r.status, "response_code": r.response_code, "stdout": r.stdout, "stderr": r.stderr})
+        })
+        .collect();
+    let succeeded = results.values().filter(|r| r.status == "Success").count();
+    let failed = results
+        .values()
+        .filter(|r| terminal(&r.status) && r.status != "Success")
+        .count();
+    let mut m = serde_json::Map::new();
+    m.insert("command_id".into(), json!(command_id));
+    m.insert("instances".into(), Value::Array(instances));
+    m.insert("succeeded".into(), json!(succeeded));
+    m.insert("failed".into(), json!(failed));
+    m
+}
+
+async fn get_invocations(
+    aws: &Aws,
+    started: Instant,
+    command_id: &str,
+    instance_ids: &[String],
+    known: &BTreeMap<String, Invocation>,
+) -> Result<BTreeMap<String, Invocation>, String> {
+    let mut out = BTreeMap::new();
+    for id in instance_ids {
+        if known.get(id).is_some_and(|r| terminal(&r.status)) {
+            continue;
+        }
+        match aws
+            .client
+            .get_command_invocation()
+            .command_id(command_id)
+            .instance_id(id)
+            .send()
+            .await
+        {
+            Ok(o) => {
+                out.insert(
+                    id.clone(),
+                    Invocation {
+                        status: o
+                            .status()
+                            .map_or("Pending", CommandInvocationStatus::as_str)
+                            .to_string(),
+                        response_code: o.response_code(),
+                        stdout: o.standard_output_content().unwrap_or_default().to_string(),
+                        stderr: o.standard_error_content().unwrap_or_default().to_string(),
+                    },
+                );
+            }
+            // Right after SendCommand the invocation may not exist yet.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_invocation_does_not_exist()) =>
+            {
+                if started.elapsed() > Duration::from_secs(60) {
+                    return Err(format!(
+                        "ssm:GetCommandInvocation: no invocation of command {command_id} on {id} \
+                         after 60s (is the instance running and managed by SSM?)"
+                    ));
+                }
+                out.insert(
+                    id.clone(),
+                    Invocation {
+                        status: "Pending".into(),
+                        response_code: -1,
+                        stdout: String::new(),
+                        stderr: String::new(),
+                    },
+                );
+            }
+            Err(e) => return Err(explain("ssm:GetCommandInvocation", &e)),
+        }
+    }
+    Ok(out)
+}
+
+async fn list_invocations(
+    aws: &Aws,
+    command_id: &str,
+) -> Result<BTreeMap<String, Invocation>, String> {
+    let mut out = BTreeMap::new();
+    let mut pages = aws
+        .client
+        .list_command_invocations()
+        .command_id(command_id)
+        .details(true)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| explain("ssm:ListCommandInvocations", &e))?;
+        for inv in page.command_invocations() {
+            let Some(id) = inv.instance_id() else {
+                continue;
+            };
+            let plugins = inv.command_plugins();
+            out.insert(
+                id.to_string(),
+                Invocation {
+                    status: inv
+                        .status()
+                        .map_or("Pending", CommandInvocationStatus::as_str)
+                        .to_string(),
+                    response_code: plugins.first().map_or(-1, |p| p.response_code()),
+                    stdout: plugins
+                        .iter()
+                        .filter_map(|p| p.output())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    stderr: String::new(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Start an Automation execution and wait for it to end.
+pub async fn run_automation(
+    aws: &Aws,
+    document: &str,
+    version: Option<&str>,
+    parameters: &BTreeMap<String, Vec<String>>,
+    io: Io<'_>,
+) -> ActionResult {
+    let params: HashMap<String, Vec<String>> = parameters.clone().into_iter().collect();
+    let started = aws
+        .client
+        .start_automation_execution()
+        .document_name(document)
+        .set_document_version(version.map(str::to_string))
+        .set_parameters((!params.is_empty()).then_some(params))
+        .send()
+        .await;
+    let id = match started {
+        Ok(o) => match o.automation_execution_id() {
+            Some(id) => id.to_string(),
+            None => {
+                return ActionResult {
+                    message: Some("ssm:StartAutomationExecution returned no execution id".into()),
+                    ..ActionResult::default()
+                };
+            }
+        },
+        Err(e) => {
+            return ActionResult {
+                message: Some(explain("ssm:StartAutomationExecution", &e)),
+                ..ActionResult::default()
+            };
+        }
+    };
+    (io.emit)(
+        Stream::Stderr,
+        &format!("automation execution {id} started"),
+    );
+    let mut interval = Duration::from_secs(1);
+    let mut last = String::new();
+    loop {
+        let got = aws
+            .client
+            .get_automation_execution()
+            .automation_execution_id(&id)
+            .send()
+            .await;
+        let exec = match got {
+            Ok(o) => o.automation_execution().cloned(),
+            Err(e) => {
+                return ActionResult {
+                    message: Some(explain("ssm:GetAutomationExecution", &e)),
+                    extra: automation_extras(&id, "", None),
+                    ..ActionResult::default()
+                };
+            }
+        };
+        let status = exec
+            .as_ref()
+            .and_then(|e| e.automation_execution_status())
+            .map_or("Pending", AutomationExecutionStatus::as_str)
+            .to_string();
+        if status != last {
+            (io.emit)(Stream::Stderr, &format!("status {status}"));
+            last = status.clone();
+        }
+        if matches!(
+            status.as_str(),
+            "Success"
+                | "Failed"
+                | "TimedOut"
+                | "Cancelled"
+                | "CompletedWithSuccess"
+                | "CompletedWithFailure"
+                | "Rejected"
+                | "Exited"
+        ) {
+            let ok = matches!(status.as_str(), "Success" | "CompletedWithSuccess");
+            let failure = exec
+                .as_ref()
+                .and_then(|e| e.failure_message())
+                .map(str::to_string);
+            if let Some(steps) = exec.as_ref().map(|e| e.step_executions()) {
+                for s in steps {
+                    (io.emit)(
+                        Stream::Stdout,
+                        &format!(
+                            "{}: {}{}",
+                            s.step_name().unwrap_or("?"),
+                            s.step_status().map_or("?", |x| x.as_str()),
+                            s.failure_message()
+                                .map(|m| format!(" ({m})"))
+                                .unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+            return ActionResult {
+                ok,
+                message: (!ok).then(|| {
+                    format!(
+                        "automation {id} ended {status}{}",
+                        failure.map(|f| format!(": {f}")).unwrap_or_default()
+                    )
+                }),
+                extra: automation_extras(&id, &status, exec.as_ref()),
+                ..ActionResult::default()
+            };
+        }
+        if let Some(mut stop) = pause(interval, &io).await {
+            let stopped = aws
+                .client
+                .stop_automation_execution()
+                .automation_execution_id(&id)
+                .send()
+                .await;
+            let note = match stopped {
+                Ok(_) => format!("automation {id} stopped"),
+                Err(e) => explain("ssm:StopAutomationExecution", &e),
+            };
+            stop.message = Some(format!("{}; {note}", stop.message.unwrap_or_default()));
+            stop.extra = automation_extras(&id, &status, exec.as_ref());
+            return stop;
+        }
+        interval = next_interval(interval);
+    }
+}
+
+fn automation_extras(
+    id: &str,
+    _status: &str,
+    exec: Option<&aws_sdk_ssm::types::AutomationExecution>,
+) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("execution_id".into(), json!(id));
+    let outputs: serde_json::Map<String, Value> = exec
+        .and_then(|e| e.outputs())
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+        .unwrap_or_default();
+    m.insert("outputs".into(), Value::Object(outputs));
+    let steps: Vec<Value> = exec
+        .map(|e| {
+            e.step_executions()
+                .iter()
+                .map(|s| json!({"name": s.step_name(), "status": s.step_status().map(|x| x.as_str()), "failure": s.failure_message()}))
+                .collect()
+        })
+        .unwrap_or_default();
+    m.insert("step_statuses".into(), Value::Array(steps));
+    m
+}
