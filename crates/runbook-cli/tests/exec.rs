@@ -1193,3 +1193,41 @@ mod resume {
         );
     }
 }
+
+#[test]
+fn secrets_never_reach_output_json_or_the_journal() {
+    let token = "tkn-4f1b2c3d9e";
+    let password = "pw-Zx81!kq";
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("params.yaml");
+    std::fs::write(&file, format!("password: '{password}'\n")).unwrap();
+    for output in ["human", "json"] {
+        let out = runbook()
+            .env("RUNBOOK_STATE_DIR", state.path())
+            .env("RB_TEST_TOKEN", token)
+            .args([
+                "exec",
+                &fixture("secrets"),
+                "--params-file",
+                file.to_str().unwrap(),
+                "--output",
+                output,
+            ])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 0, "{stdout}{stderr}");
+        for secret in [token, password] {
+            assert!(!stdout.contains(secret), "{output}: {stdout}");
+            assert!(!stderr.contains(secret), "{output}: {stderr}");
+        }
+        assert!(stdout.contains("token=*** password=***"), "{stdout}");
+    }
+    let mut recorded = String::new();
+    for entry in std::fs::read_dir(state.path().join("runs")).unwrap() {
+        recorded.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    assert!(recorded.contains("again ***"), "{recorded}");
+    assert!(!recorded.contains(token) && !recorded.contains(password));
+}
