@@ -38,6 +38,9 @@ pub struct ExecArgs {
     /// Run checks live, show what acts would do, change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Start at this step: it and what follows run, plus the earlier steps whose values they read
+    #[arg(long, value_name = "STEP")]
+    pub from: Option<String>,
     /// Approve every act without asking
     #[arg(short, long)]
     pub yes: bool,
@@ -115,6 +118,21 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         None => serde_json::Map::new(),
     };
     let resolved = resolve_params(&rb, &given, &file, interactive, &args.aws)?;
+    let from = match &args.from {
+        None => None,
+        Some(id) => match plan.index(id) {
+            Some(i) => Some(i),
+            None => {
+                let hint = runbook_core::diag::did_you_mean(
+                    id,
+                    rb.steps.iter().map(|s| s.id.value.as_str()),
+                )
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+                bail!("--from {id}: {} has no step `{id}`{hint}", rb.name.value);
+            }
+        },
+    };
     refuse_without_terminal(&rb, &options, interactive)?;
 
     // The record and the lock come before the first step.
@@ -128,7 +146,23 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
     };
     let journal =
         runbook_exec::journal::Journal::create(&state_dir, &run_id).map_err(anyhow::Error::msg)?;
-    drive(rb, plan, resolved, options, journal, args.output, None)
+    drive(
+        rb,
+        plan,
+        resolved,
+        options,
+        journal,
+        args.output,
+        Start::From(from),
+    )
+}
+
+/// How a run begins.
+enum Start {
+    /// At the roots, or at `--from STEP`.
+    From(Option<usize>),
+    /// Where a journal left off.
+    Resume(Vec<runbook_exec::Restored>, Box<runbook_exec::event::Event>),
 }
 
 /// Arguments of `runbook resume`.
@@ -338,7 +372,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         options,
         journal,
         args.output,
-        Some((restored, opening)),
+        Start::Resume(restored, Box::new(opening)),
     )
 }
 
@@ -525,7 +559,7 @@ fn drive(
     options: Options,
     journal: runbook_exec::journal::Journal,
     output: ExecOutput,
-    resume: Option<(Vec<runbook_exec::Restored>, runbook_exec::event::Event)>,
+    start: Start,
 ) -> anyhow::Result<Exit> {
     let dry_run = options.mode == Mode::DryRun;
     let journal_path = journal.path().to_path_buf();
@@ -565,8 +599,20 @@ fn drive(
         }),
     )
     .map_err(anyhow::Error::msg)?;
-    if let Some((restored, opening)) = resume {
-        engine = engine.resuming(restored, opening);
+    match start {
+        Start::Resume(restored, opening) => engine = engine.resuming(restored, *opening),
+        Start::From(Some(from)) => {
+            let (e, producers) = engine.starting_from(from);
+            engine = e;
+            if !producers.is_empty() && output == ExecOutput::Human {
+                crate::diagnostics::warning(&format!(
+                    "--from {}: also running {} first, whose values later steps read",
+                    rb.steps[from].id.value,
+                    producers.join(", ")
+                ));
+            }
+        }
+        Start::From(None) => {}
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1231,3 +1231,42 @@ fn secrets_never_reach_output_json_or_the_journal() {
     assert!(recorded.contains("again ***"), "{recorded}");
     assert!(!recorded.contains(token) && !recorded.contains(password));
 }
+
+#[test]
+fn from_starts_at_a_step_and_runs_the_producers_it_needs() {
+    let out = runbook()
+        .args(["exec", &fixture("captures"), "--from", "builtins"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("--from builtins: also running lines, int, text first"),
+        "{stderr}"
+    );
+    for skipped in ["float", "bool", "json", "regex"] {
+        assert!(
+            stdout.contains(&format!(
+                "– check  {skipped} skipped: before --from builtins"
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("✓ check  builtins ok"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec("crash", dir.path(), &["--from", "a3", "--yes"]);
+    let (stdout, _) = text(&out);
+    // v4 checks a2's file, which a run from a3 never wrote: files are not values.
+    assert_eq!(code(&out), 1, "{stdout}");
+    assert!(!dir.path().join("a1").exists() && !dir.path().join("a2").exists());
+    assert!(dir.path().join("a3").exists() && dir.path().join("a4").exists());
+
+    let out = exec("crash", dir.path(), &["--from", "nope", "--yes"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        text(&out)
+            .1
+            .contains("--from nope: crash has no step `nope`")
+    );
+}

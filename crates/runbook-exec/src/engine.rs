@@ -148,7 +148,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     interrupt: watch::Receiver<u8>,
     control: Control,
-    resume: Option<(Vec<Restored>, Event)>,
+    resume: Option<(Vec<Restored>, Option<Event>)>,
 }
 
 /// How a step restored from a journal sends the run on.
@@ -164,6 +164,8 @@ pub enum Route {
     FailGoto,
     /// Nowhere (a branch with no case holding and no default).
     Nowhere,
+    /// Along every outgoing edge (steps before `--from`).
+    Every,
 }
 
 /// A step that finished before the run was interrupted, restored from the journal.
@@ -350,8 +352,49 @@ impl Engine {
     /// Continue an interrupted run: start from these finished steps, and open the
     /// record with `opening` (a `resumed` event) instead of `run_started`.
     pub fn resuming(mut self, restored: Vec<Restored>, opening: Event) -> Self {
-        self.resume = Some((restored, opening));
+        self.resume = Some((restored, Some(opening)));
         self
+    }
+
+    /// Start a new run at `from`: it and everything after it run, and so do the earlier
+    /// steps whose values they read (their producers); every other earlier step is
+    /// recorded as skipped. Returns the ids of the producers that will run.
+    pub fn starting_from(mut self, from: usize) -> (Self, Vec<String>) {
+        let rb = &self.shared.runbook;
+        let plan = &self.shared.plan;
+        let n = rb.steps.len();
+        let mut keep = vec![false; n];
+        let mut stack = vec![from];
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut keep[i], true) {
+                stack.extend(plan.outgoing(i).map(|(t, _)| t));
+            }
+        }
+        let mut producers = Vec::new();
+        let mut stack: Vec<usize> = (0..n)
+            .filter(|&i| keep[i])
+            .flat_map(|i| self.shared.reads[i].clone())
+            .collect();
+        while let Some(p) = stack.pop() {
+            if !std::mem::replace(&mut keep[p], true) {
+                producers.push(rb.steps[p].id.value.clone());
+                stack.extend(self.shared.reads[p].iter().copied());
+            }
+        }
+        let from_id = &rb.steps[from].id.value;
+        let preset = (0..n)
+            .filter(|&i| !keep[i])
+            .map(|i| Restored {
+                step: i,
+                status: Status::Skipped,
+                route: Route::Every,
+                result: Value::Null,
+                message: Some(format!("before --from {from_id}")),
+                duration: Duration::ZERO,
+            })
+            .collect();
+        self.resume = Some((preset, None));
+        (self, producers)
     }
 
     /// A handle for signal handlers.
@@ -366,7 +409,16 @@ impl Engine {
         let plan = &sh.plan;
         let n = rb.steps.len();
         let mut states = vec![State::new(); n];
-        if let Some((restored, opening)) = self.resume.take() {
+        let (restored, opening) = self.resume.take().unwrap_or_default();
+        let skipped_before: Vec<(String, Option<String>)> = if opening.is_none() {
+            restored
+                .iter()
+                .map(|r| (rb.steps[r.step].id.value.clone(), r.message.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        {
             for r in restored.into_iter().filter(|r| r.step < n) {
                 let st = &mut states[r.step];
                 st.status = r.status;
@@ -376,12 +428,15 @@ impl Engine {
                     Route::Default => Flow::Route(Edge::Default),
                     Route::FailGoto => Flow::FailGoto,
                     Route::Nowhere => Flow::None,
+                    Route::Every => Flow::All,
                 };
-                st.result = Some(r.result);
+                st.result = (!r.result.is_null()).then_some(r.result);
                 st.message = r.message;
                 st.duration = r.duration;
-                st.attempts = 1;
+                st.attempts = u32::from(r.status != Status::Skipped);
             }
+        }
+        if let Some(opening) = opening {
             sh.emit(opening);
         } else {
             sh.emit(Event::RunStarted {
@@ -398,6 +453,15 @@ impl Engine {
                     ..sh.options.origin.clone()
                 },
             });
+            for (step, message) in skipped_before {
+                sh.emit(Event::StepFinished {
+                    step,
+                    status: Status::Skipped,
+                    exit_code: None,
+                    duration_ms: 0,
+                    message,
+                });
+            }
         }
         let mut rounds = vec![0u32; n];
         let (kill_tx, kill_rx) = watch::channel(false);
@@ -428,6 +492,11 @@ impl Engine {
                     let Some(hyp) = ready(plan, &states, i) else {
                         continue;
                     };
+                    // Never before the steps whose values it reads (with --from they are
+                    // not necessarily its predecessors).
+                    if sh.reads[i].iter().any(|&r| !states[r].resolved()) {
+                        continue;
+                    }
                     let step = &rb.steps[i];
                     let exclusive = step.kind.value == StepKind::Act && !step.concurrent;
                     if exclusive && acts_running > 0 {
