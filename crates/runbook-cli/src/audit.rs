@@ -63,13 +63,30 @@ pub fn journals(state: &Path) -> anyhow::Result<Vec<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", runs.display())),
     };
-    let mut files: Vec<PathBuf> = entries
+    let files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
-    files.sort();
-    Ok(files)
+    // Oldest first by the time the run started (ids only sort to the minute), then by id.
+    let mut keyed: Vec<(String, PathBuf)> =
+        files.into_iter().map(|p| (started_at(&p), p)).collect();
+    keyed.sort();
+    Ok(keyed.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The `ts` of a journal's first record (empty when unreadable).
+fn started_at(path: &Path) -> String {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(file).read_line(&mut line);
+    serde_json::from_str::<serde_json::Value>(&line)
+        .ok()
+        .and_then(|v| v.get("ts").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn run_id(path: &Path) -> String {
