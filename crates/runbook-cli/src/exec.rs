@@ -575,8 +575,19 @@ fn drive(
     let color = output == ExecOutput::Human
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Spinners only where someone watches: a terminal that can redraw.
+    let progress = (output == ExecOutput::Human
+        && std::io::stdout().is_terminal()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb"))
+    .then(|| Arc::new(Screen::new()));
     let display: Box<dyn Sink> = match output {
-        ExecOutput::Human => Box::new(Human::new(Some(&rb), color, false)),
+        ExecOutput::Human => {
+            let human = Human::new(Some(&rb), color, false);
+            Box::new(match &progress {
+                Some(p) => human.with_progress(Arc::clone(p)),
+                None => human,
+            })
+        }
         ExecOutput::Json => Box::new(JsonLines),
     };
     // The journal first: an event is on disk before anyone sees it.
@@ -596,6 +607,7 @@ fn drive(
         sink,
         Arc::new(Terminal {
             lock: tokio::sync::Mutex::new(()),
+            progress: progress.clone(),
         }),
     )
     .map_err(anyhow::Error::msg)?;
@@ -769,6 +781,57 @@ fn run_id(name: &str) -> String {
 /// Asks on the terminal, one question at a time.
 struct Terminal {
     lock: tokio::sync::Mutex<()>,
+    /// Spinners to hide while a question is on screen.
+    progress: Option<Arc<Screen>>,
+}
+
+/// The terminal while spinners are drawn: lines go above the spinners, and while a
+/// question is on screen they are held back (never blocking the engine) and shown after.
+pub(crate) struct Screen {
+    bars: indicatif::MultiProgress,
+    /// `Some(held lines)` while a question is on screen.
+    asking: Mutex<Option<Vec<String>>>,
+}
+
+impl Screen {
+    fn new() -> Self {
+        Screen {
+            bars: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stdout(),
+            ),
+            asking: Mutex::new(None),
+        }
+    }
+
+    fn println(&self, line: String) {
+        let Ok(mut asking) = self.asking.lock() else {
+            return;
+        };
+        match asking.as_mut() {
+            Some(held) => held.push(line),
+            None => {
+                let _ = self.bars.println(line);
+            }
+        }
+    }
+
+    /// Ask with the spinners out of the way.
+    fn ask(&self, question: &Question) -> Answer {
+        if let Ok(mut asking) = self.asking.lock() {
+            *asking = Some(Vec::new());
+        }
+        self.bars
+            .set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        let answer = ask_blocking(question);
+        if let Ok(mut asking) = self.asking.lock() {
+            self.bars
+                .set_draw_target(indicatif::ProgressDrawTarget::stdout());
+            for line in asking.take().unwrap_or_default() {
+                let _ = self.bars.println(line);
+            }
+        }
+        answer
+    }
 }
 
 impl Operator for Terminal {
@@ -778,9 +841,13 @@ impl Operator for Terminal {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>> {
         Box::pin(async move {
             let _turn = self.lock.lock().await;
-            tokio::task::spawn_blocking(move || ask_blocking(&question))
-                .await
-                .unwrap_or(Answer::Abort)
+            let progress = self.progress.clone();
+            tokio::task::spawn_blocking(move || match progress {
+                Some(screen) => screen.ask(&question),
+                None => ask_blocking(&question),
+            })
+            .await
+            .unwrap_or(Answer::Abort)
         })
     }
 }
@@ -857,6 +924,9 @@ pub(crate) struct Human {
     /// Prefix every line with the event's time (for `audit show`).
     timestamps: bool,
     prefix: Mutex<String>,
+    /// Spinners for running steps, drawn on a terminal only.
+    progress: Option<Arc<Screen>>,
+    bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
 }
 
 impl Human {
@@ -874,6 +944,44 @@ impl Human {
             ),
             timestamps,
             prefix: Mutex::new(String::new()),
+            progress: None,
+            bars: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Draw spinners for running steps (a terminal only).
+    pub(crate) fn with_progress(mut self, progress: Arc<Screen>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    fn spin(&self, step: &str, kind: &str, action: &runbook_core::render::RenderedAction) {
+        let Some(mp) = &self.progress else { return };
+        let total = action
+            .wait_duration()
+            .map(|d| format!(" of {}", secs(u64::try_from(d.as_millis()).unwrap_or(0))))
+            .unwrap_or_default();
+        let style = indicatif::ProgressStyle::with_template("  {spinner} {prefix} {elapsed}{msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        let bar = mp.bars.add(indicatif::ProgressBar::new_spinner());
+        bar.set_style(style);
+        bar.set_prefix(format!("{kind} {step}"));
+        bar.set_message(total);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        if let Ok(mut bars) = self.bars.lock() {
+            bars.insert(step.to_string(), bar);
+        }
+    }
+
+    fn unspin(&self, step: &str) {
+        if let Some(bar) = self.bars.lock().ok().and_then(|mut b| b.remove(step)) {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn spin_message(&self, step: &str, message: String) {
+        if let Some(bar) = self.bars.lock().ok().and_then(|b| b.get(step).cloned()) {
+            bar.set_message(message);
         }
     }
 
@@ -887,6 +995,10 @@ impl Human {
 
     fn line(&self, text: &str) {
         let prefix = self.prefix.lock().map(|p| p.clone()).unwrap_or_default();
+        if let Some(screen) = &self.progress {
+            screen.println(format!("{prefix}{text}"));
+            return;
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{prefix}{text}");
         let _ = out.flush();
@@ -977,6 +1089,11 @@ impl Sink for Human {
                 if let Some(c) = confirm {
                     self.line(&format!("{dim}    confirm: {c}{dim_end}"));
                 }
+                if let Some(a) = action {
+                    if !matches!(a, runbook_core::render::RenderedAction::Manual { .. }) {
+                        self.spin(step, kind, a);
+                    }
+                }
             }
             Event::Output { step, stream, line } => {
                 let (red, red_end) = match stream {
@@ -1005,12 +1122,19 @@ impl Sink for Human {
                 self.line(&format!("{dim}    {expr} → {result}{vals}{dim_end}"));
             }
             Event::AttemptFailed {
+                step,
                 attempt,
                 attempts,
                 reason,
                 retry_in_ms,
-                ..
             } => {
+                self.spin_message(
+                    step,
+                    format!(
+                        " · attempt {attempt}/{attempts} failed, again in {}",
+                        secs(*retry_in_ms)
+                    ),
+                );
                 self.line(&format!(
                     "    ↻ attempt {attempt}/{attempts}: {reason}; again in {}",
                     secs(*retry_in_ms)
@@ -1067,6 +1191,7 @@ impl Sink for Human {
                 message,
                 ..
             } => {
+                self.unspin(step);
                 let (mark, style) = status_mark(*status);
                 let (s, s_end) = self.style(style);
                 let kind = self

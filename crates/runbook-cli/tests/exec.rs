@@ -607,6 +607,7 @@ mod pty {
         cmd.current_dir(root())
             .env("NO_COLOR", "1")
             .env("RUNBOOK_STATE_DIR", fresh_state_dir())
+            .env("TERM", "dumb")
             .args(["exec", &fixture("acts"), "-p"])
             .arg(format!("dir={}", dir.display()));
         let mut s = Session::spawn(cmd).expect("spawn in a pty");
