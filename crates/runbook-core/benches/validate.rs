@@ -1,5 +1,6 @@
 //! Validate and plan a generated 10,000-step runbook (target: under 100 ms).
-//! Peak memory is measured by `scripts/bench` with /usr/bin/time.
+//! Before timing, it prints the process's peak memory (VmHWM) after generating and
+//! checking the runbook once.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -53,6 +54,22 @@ fn bench(c: &mut Criterion) {
         "{:?}",
         &checked.diagnostics[..checked.diagnostics.len().min(3)]
     );
+    drop(checked);
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "10k-step runbook: {} bytes of YAML; peak memory after one validation: {peak}",
+            text.len()
+        );
+    }
     let mut group = c.benchmark_group("validate_and_plan");
     group.sample_size(20);
     group.bench_function("10k_steps", |b| {

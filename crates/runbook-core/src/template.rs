@@ -68,6 +68,9 @@ pub fn analyze(text: &str) -> Result<Analysis, SyntaxError> {
     if !is_template(text) {
         return Ok(analysis);
     }
+    if let Some(fast) = analyze_simple(text) {
+        return Ok(fast);
+    }
     let template = Template::compile(text).map_err(|err| SyntaxError {
         message: err.reason().to_string(),
         offset: err
@@ -76,6 +79,51 @@ pub fn analyze(text: &str) -> Result<Analysis, SyntaxError> {
     })?;
     walk(&template, text, false, &mut analysis);
     Ok(analysis)
+}
+
+/// Most templates only insert plain paths (`{{params.host}}`). Those are read without
+/// compiling the template, which is most of the cost of validating a big runbook;
+/// anything else (helpers, blocks, raw, escapes, whitespace control) returns `None` and
+/// goes through handlebars. `tests::fast_path_matches_handlebars` keeps the two equal.
+fn analyze_simple(text: &str) -> Option<Analysis> {
+    if text.contains("{{{") || text.contains("\\{{") {
+        return None;
+    }
+    let mut analysis = Analysis::default();
+    let mut rest = text;
+    let mut base = 0;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let close = after.find("}}")?;
+        let inner = after[..close].trim();
+        let simple = !inner.is_empty()
+            && inner.split('.').all(|seg| {
+                let mut chars = seg.chars();
+                chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            && inner != "this"
+            && !inner.starts_with("this.")
+            && !after[..close].contains("}");
+        if !simple || after[close + 2..].starts_with('}') {
+            return None;
+        }
+        let offset = base + open;
+        analysis.vars.push(VarRef {
+            path: inner.split('.').map(str::to_owned).collect(),
+            expr: text[offset..offset + 2 + close + 2].to_string(),
+            offset,
+        });
+        let consumed = open + 2 + close + 2;
+        base += consumed;
+        rest = &rest[consumed..];
+    }
+    if rest.contains("}}") {
+        return None;
+    }
+    Some(analysis)
 }
 
 fn line_col_offset(text: &str, line: usize, col: usize) -> usize {
@@ -369,6 +417,37 @@ mod tests {
             ["steps.q.lines"]
         );
         assert!(paths("no templates here").is_empty());
+    }
+
+    #[test]
+    fn fast_path_matches_handlebars() {
+        let samples = [
+            "psql -h {{params.db_host}} -p {{params.db_port}} -c {{steps.q.pids}}",
+            "{{params.x}}",
+            "a {{ params.spaced }} b",
+            "日本語 {{params.x}} テキスト {{steps.a.b}}",
+            "line1\n  {{params.a}}\nline3 {{steps.s.v}}",
+            "no templates",
+            "{{run.id}}-{{env.HOME}}",
+        ];
+        for text in samples {
+            let fast = analyze_simple(text).unwrap_or_else(|| panic!("{text} is simple"));
+            let template = Template::compile(text).unwrap();
+            let mut slow = Analysis::default();
+            walk(&template, text, false, &mut slow);
+            assert_eq!(fast, slow, "{text}");
+        }
+        for text in [
+            "{{join steps.q.pids \",\"}}",
+            "{{#if params.x}}y{{/if}}",
+            "{{{raw params.x}}}",
+            "{{this}}",
+            "{{~params.x~}}",
+            "{{../x}}",
+            "{{params.x",
+        ] {
+            assert!(analyze_simple(text).is_none(), "{text} is not simple");
+        }
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub fn check(source: &str, file_stem: Option<&str>) -> Checked {
             source,
             rb,
             diags: &mut diags,
+            conditions: std::collections::HashMap::new(),
         };
         plan = v.run(file_stem);
     }
@@ -99,6 +100,9 @@ struct Validator<'a> {
     source: &'a str,
     rb: &'a Runbook,
     diags: &'a mut Vec<Diagnostic>,
+    /// Parsed conditions by text: runbooks repeat the same expectation often, and CEL
+    /// parsing is the dearest part of validation.
+    conditions: std::collections::HashMap<&'a str, Result<Vec<cond::NameRef>, cond::SyntaxError>>,
 }
 
 impl<'a> Validator<'a> {
@@ -368,8 +372,19 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn condition(&mut self, expr: &Sp<String>, step: usize, plan: Option<&Plan>, is_expect: bool) {
-        let names = match cond::analyze(expr) {
+    fn condition(
+        &mut self,
+        expr: &'a Sp<String>,
+        step: usize,
+        plan: Option<&Plan>,
+        is_expect: bool,
+    ) {
+        let analyzed = self
+            .conditions
+            .entry(expr.value.as_str())
+            .or_insert_with(|| cond::analyze(&expr.value))
+            .clone();
+        let names = match analyzed {
             Ok(n) => n,
             Err(err) => {
                 let (line, col) = err.position;

@@ -86,6 +86,8 @@ impl Node {
 pub fn parse(source: &str) -> Result<Node, (String, Span)> {
     let options = serde_saphyr::options! {
         with_snippet: false,
+        // Comments are never read; not capturing them saves time on big files.
+        emit_comments: false,
     };
     match serde_saphyr::from_str_with_options::<Spanned<RawNode>>(source, options) {
         Ok(spanned) => Ok(to_node(spanned)),
