@@ -755,10 +755,18 @@ static MUTATING: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     .collect()
 });
 
+/// AWS operations whose verb looks mutating but that only read (Logs Insights queries).
+const READ_ONLY_AWS: &[&str] = &["logs start-query", "logs stop-query"];
+
 /// The first part of a command that looks like it changes the system.
 pub fn mutating_command(command: &str) -> Option<&str> {
     MUTATING
         .iter()
-        .find_map(|re| re.find(command))
+        .find_map(|re| {
+            re.find_iter(command).find(|m| {
+                let words: Vec<&str> = m.as_str().split_whitespace().skip(1).collect();
+                !READ_ONLY_AWS.contains(&words.join(" ").as_str())
+            })
+        })
         .map(|m| m.as_str().trim())
 }

@@ -146,6 +146,15 @@ mod tests {
         assert_eq!(extract("s", &j, out).unwrap(), "available");
         let err = extract("s", &j, r#"{"DBInstances":[]}"#).unwrap_err();
         assert!(err.contains("matched nothing"), "{err}");
+        // runbooks/log-analysis.yaml: the worst error rate of a Logs Insights result.
+        let worst = cap(CaptureSource::Json(Sp::new(
+            "max_by(results[*].{rate: to_number(([?field=='error_rate'].value)[0]) || `0`}, &rate).rate || `0`".into(),
+            Span::default(),
+        )));
+        let out = r#"{"status":"Complete","results":[[{"field":"bin(5m)","value":"x"},{"field":"error_rate","value":"2.5"}],[{"field":"error_rate","value":"7.1"}]]}"#;
+        assert_eq!(extract("worst", &worst, out).unwrap(), 7.1);
+        let none = extract("worst", &worst, r#"{"status":"Complete","results":[]}"#);
+        assert_eq!(none.unwrap(), 0);
         let r = cap(CaptureSource::Regex(Sp::new(
             r"used (?P<pct>\d+)%".into(),
             Span::default(),

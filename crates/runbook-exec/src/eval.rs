@@ -128,6 +128,18 @@ mod tests {
     }
 
     #[test]
+    fn conditions_of_the_library_evaluate() {
+        // weekly-maintenance: per-instance Run Command output.
+        let s = scope(json!({
+            "params": {"disk_limit": 80},
+            "steps": {"disks": {"instances": [{"stdout": "45"}, {"stdout": "91"}, {"stdout": ""}]}},
+        }));
+        let expr =
+            "steps.disks.instances.exists(i, i.stdout != '' && int(i.stdout) >= params.disk_limit)";
+        assert!(evaluate(expr, &s).unwrap().result);
+    }
+
+    #[test]
     fn errors_name_expression_and_values() {
         let s = scope(json!({"count": "abc"}));
         let err = evaluate("count < 10", &s).unwrap_err();
