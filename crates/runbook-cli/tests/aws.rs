@@ -274,3 +274,41 @@ fn no_region_is_a_clear_error_naming_the_step() {
     assert!(stdout.contains("✗ check  disk failed"), "{stdout}");
     assert!(stdout.contains("no AWS region: pass --region"), "{stdout}");
 }
+
+#[test]
+fn no_credentials_is_a_clear_error_naming_the_step() {
+    let state = tempfile::tempdir().unwrap();
+    let out = runbook(state.path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args([
+            "exec",
+            &fixture("fleet"),
+            "-p",
+            "instance_a=i-0a",
+            "-p",
+            "instance_b=i-0b",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("✗ check  disk failed"), "{stdout}");
+    assert!(
+        stdout.contains("ssm:SendCommand failed: dispatch failure"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no AWS credentials"), "{stdout}");
+    // The journal has the same message.
+    let journal = std::fs::read_dir(state.path().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        std::fs::read_to_string(journal)
+            .unwrap()
+            .contains("no AWS credentials")
+    );
+}

@@ -122,10 +122,20 @@ where
             );
             (code, message)
         }
-        other => (
-            String::new(),
-            aws_sdk_ssm::error::DisplayErrorContext(other).to_string(),
-        ),
+        other => {
+            // The error and its causes, without the debug dump DisplayErrorContext adds.
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                let part = s.to_string();
+                if !text.contains(&part) {
+                    text.push_str(": ");
+                    text.push_str(&part);
+                }
+                source = s.source();
+            }
+            (String::new(), text)
+        }
     };
     let fix = match code.as_str() {
         "AccessDeniedException" | "AccessDenied" => {

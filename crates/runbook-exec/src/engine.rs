@@ -1571,9 +1571,10 @@ fn judge(
                 }
             }
             Err(e) => {
-                // A failed action usually explains a condition that cannot be evaluated.
+                // A failed action explains a condition that cannot be evaluated (its
+                // values are missing): report the cause, not the consequence.
                 let e = match result.message.as_ref().filter(|_| !result.ok) {
-                    Some(m) => format!("{m}; then {e}"),
+                    Some(m) => m.clone(),
                     None => e,
                 };
                 return (false, Value::Object(values), Some(e));

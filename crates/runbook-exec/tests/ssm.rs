@@ -365,3 +365,27 @@ async fn automation_success_and_failure() {
     );
     assert!(out.contains("stopInstances: Failed"), "{out}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_document_is_named() {
+    let send = mock!(Client::send_command).then_error(|| {
+        SendCommandError::InvalidDocument(
+            aws_sdk_ssm::types::error::InvalidDocument::builder()
+                .message("Document Nope-Doc does not exist")
+                .meta(
+                    aws_sdk_ssm::error::ErrorMetadata::builder()
+                        .code("InvalidDocument")
+                        .message("Document Nope-Doc does not exist")
+                        .build(),
+                )
+                .build(),
+        )
+    });
+    let client = mocked(&[&send]);
+    let (r, _) = command(client, &["i-1"], false, None).await;
+    let msg = r.message.unwrap();
+    assert!(
+        msg.contains("InvalidDocument: Document Nope-Doc does not exist (the document does not exist in this account and region)"),
+        "{msg}"
+    );
+}
