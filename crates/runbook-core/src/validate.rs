@@ -76,6 +76,8 @@ pub fn check(source: &str, file_stem: Option<&str>) -> Checked {
     };
     let mut conv = Converter::new(source);
     let runbook = conv.runbook(&root);
+    // The typed runbook owns what it needs; free the tree before the validator allocates.
+    drop(root);
     let mut diags = conv.diags;
     let mut plan = None;
     if let Some(rb) = &runbook {
