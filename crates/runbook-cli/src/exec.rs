@@ -820,6 +820,7 @@ impl Screen {
         if let Ok(mut asking) = self.asking.lock() {
             *asking = Some(Vec::new());
         }
+        let _ = self.bars.clear();
         self.bars
             .set_draw_target(indicatif::ProgressDrawTarget::hidden());
         let answer = ask_blocking(question);
