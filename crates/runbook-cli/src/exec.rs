@@ -41,7 +41,14 @@ pub struct ExecArgs {
     /// Start at this step: it and what follows run, plus the earlier steps whose values they read
     #[arg(long, value_name = "STEP")]
     pub from: Option<String>,
-    /// Approve every act without asking
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How a run (new or resumed) behaves.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Approve every act without asking (on resume, an act that was in flight is still asked about)
     #[arg(short, long)]
     pub yes: bool,
     /// Acknowledge manual steps without asking (never implied by --yes)
@@ -89,20 +96,21 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         Mode::Live
     };
     let operator = args
+        .run
         .operator
         .clone()
         .unwrap_or_else(runbook_exec::default_operator);
     let run_id = run_id(&rb.name.value);
     let options = Options {
         mode,
-        yes: args.yes,
-        auto_manual: args.auto_manual,
-        parallel: usize::from(args.parallel),
+        yes: args.run.yes,
+        auto_manual: args.run.auto_manual,
+        parallel: usize::from(args.run.parallel),
         run_id: run_id.clone(),
         operator: operator.clone(),
         origin: origin_of(&loaded),
-        aws_region: args.aws.region.clone(),
-        aws_profile: args.aws.profile.clone(),
+        aws_region: args.run.aws.region.clone(),
+        aws_profile: args.run.aws.profile.clone(),
         ..Options::default()
     };
 
@@ -117,7 +125,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         Some(path) => read_params_file(path)?,
         None => serde_json::Map::new(),
     };
-    let resolved = resolve_params(&rb, &given, &file, interactive, &args.aws)?;
+    let resolved = resolve_params(&rb, &given, &file, interactive, &args.run.aws)?;
     let from = match &args.from {
         None => None,
         Some(id) => match plan.index(id) {
@@ -152,7 +160,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         resolved,
         options,
         journal,
-        args.output,
+        args.run.output,
         Start::From(from),
     )
 }
@@ -169,10 +177,8 @@ enum Start {
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
     /// Run id, a unique prefix of one, or `last`
-    pub run: String,
-    /// Approve every act without asking (an act that was in flight is still asked about)
-    #[arg(short, long)]
-    pub yes: bool,
+    #[arg(value_name = "RUN")]
+    pub run_id: String,
     /// Run acts that were in flight when the run stopped again, without asking
     #[arg(long)]
     pub rerun_inflight_acts: bool,
@@ -182,20 +188,8 @@ pub struct ResumeArgs {
     /// Resume even though the runbook file changed since the run started
     #[arg(long)]
     pub force: bool,
-    /// Acknowledge manual steps without asking
-    #[arg(long)]
-    pub auto_manual: bool,
-    /// Most steps running at once
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub parallel: u16,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = ExecOutput::Human)]
-    pub output: ExecOutput,
-    /// Who resumes it (default: $USER@hostname)
-    #[arg(long, value_name = "NAME")]
-    pub operator: Option<String>,
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub run: RunArgs,
 }
 
 /// Run `runbook resume`: continue a run from its journal.
@@ -203,7 +197,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
     use runbook_exec::resume as replay;
     let state_dir =
         runbook_exec::journal::state_dir(cli.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
-    let path = crate::audit::resolve(&state_dir, &args.run)?;
+    let path = crate::audit::resolve(&state_dir, &args.run_id)?;
     // Read first, without touching the file; reopen for appending only once it can go on.
     let read = runbook_exec::journal::read(&path).map_err(anyhow::Error::msg)?;
     if let Some(p) = read.problem.as_ref().filter(|p| !p.torn) {
@@ -333,21 +327,28 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
             (k.clone(), text)
         })
         .collect();
-    let resolved = resolve_params(&rb, &given, &serde_json::Map::new(), interactive, &args.aws)?;
+    let resolved = resolve_params(
+        &rb,
+        &given,
+        &serde_json::Map::new(),
+        interactive,
+        &args.run.aws,
+    )?;
     let operator = args
+        .run
         .operator
         .clone()
         .unwrap_or_else(runbook_exec::default_operator);
     let options = Options {
         mode: Mode::Live,
-        yes: args.yes,
-        auto_manual: args.auto_manual,
-        parallel: usize::from(args.parallel),
+        yes: args.run.yes,
+        auto_manual: args.run.auto_manual,
+        parallel: usize::from(args.run.parallel),
         run_id: state.run_id.clone(),
         operator: operator.clone(),
         origin: now,
-        aws_region: args.aws.region.clone(),
-        aws_profile: args.aws.profile.clone(),
+        aws_region: args.run.aws.region.clone(),
+        aws_profile: args.run.aws.profile.clone(),
         ..Options::default()
     };
     refuse_without_terminal(&rb, &options, interactive)?;
@@ -371,7 +372,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         resolved,
         options,
         journal,
-        args.output,
+        args.run.output,
         Start::Resume(restored, Box::new(opening)),
     )
 }

@@ -892,37 +892,78 @@ impl Task<'_> {
         self.step.id.value.clone()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        status: Status,
-        flow: Flow,
-        hypothetical: bool,
-        result: Option<Value>,
-        attempts: u32,
-        message: Option<String>,
-        exit_code: Option<i32>,
-    ) -> Outcome {
+    fn finish(&self, end: Ending) -> Outcome {
         let duration = self.started.elapsed();
-        let message = message.map(|m| self.sh.masker.mask(&m));
+        let message = end.message.map(|m| self.sh.masker.mask(&m));
         self.sh.emit(Event::StepFinished {
             step: self.id(),
-            status,
-            exit_code,
+            status: end.status,
+            exit_code: end.exit_code,
             duration_ms: millis(duration),
             message: message.clone(),
         });
         Outcome {
-            status,
-            flow,
-            hypothetical,
-            result,
+            status: end.status,
+            flow: end.flow,
+            hypothetical: end.hypothetical,
+            result: end.result,
             duration,
-            attempts,
+            attempts: end.attempts,
             message,
             title: self.title.clone(),
             stop: None,
         }
+    }
+}
+
+/// How a step task ends; only status and flow are always given.
+#[derive(Debug)]
+struct Ending {
+    status: Status,
+    flow: Flow,
+    hypothetical: bool,
+    result: Option<Value>,
+    attempts: u32,
+    message: Option<String>,
+    exit_code: Option<i32>,
+}
+
+impl Ending {
+    fn new(status: Status, flow: Flow) -> Self {
+        Ending {
+            status,
+            flow,
+            hypothetical: false,
+            result: None,
+            attempts: 0,
+            message: None,
+            exit_code: None,
+        }
+    }
+
+    fn hypothetical(mut self, h: bool) -> Self {
+        self.hypothetical = h;
+        self
+    }
+
+    fn result(mut self, r: Option<Value>) -> Self {
+        self.result = r;
+        self
+    }
+
+    fn attempts(mut self, n: u32) -> Self {
+        self.attempts = n;
+        self
+    }
+
+    fn message(mut self, m: impl Into<String>) -> Self {
+        self.message = Some(m.into());
+        self
+    }
+
+    fn exit_code(mut self, c: Option<i32>) -> Self {
+        self.exit_code = c;
+        self
     }
 }
 
@@ -961,25 +1002,17 @@ async fn execute(
             });
             if hyp {
                 return task.finish(
-                    Status::Pending,
-                    Flow::Normal,
-                    true,
-                    None,
-                    0,
-                    Some(format!(
-                        "dry run: needs values from steps that did not run ({e})"
-                    )),
-                    None,
+                    Ending::new(Status::Pending, Flow::Normal)
+                        .hypothetical(true)
+                        .message(format!(
+                            "dry run: needs values from steps that did not run ({e})"
+                        )),
                 );
             }
             return task.finish(
-                Status::Failed,
-                Flow::None,
-                false,
-                None,
-                1,
-                Some(e.to_string()),
-                None,
+                Ending::new(Status::Failed, Flow::None)
+                    .attempts(1)
+                    .message(e.to_string()),
             );
         }
     };
@@ -1000,15 +1033,7 @@ async fn execute(
         return branch(&task, &data, hyp);
     }
     let Some(action) = rendered.action else {
-        return task.finish(
-            Status::Failed,
-            Flow::None,
-            false,
-            None,
-            0,
-            Some("no action".into()),
-            None,
-        );
+        return task.finish(Ending::new(Status::Failed, Flow::None).message("no action"));
     };
     let is_manual = matches!(action, RenderedAction::Manual { .. });
     let is_wait = matches!(action, RenderedAction::Wait { .. });
@@ -1016,25 +1041,17 @@ async fn execute(
     if dry {
         if kind == StepKind::Act || is_manual || is_wait {
             return task.finish(
-                Status::NotExecuted,
-                Flow::Normal,
-                true,
-                None,
-                0,
-                Some("dry run: not executed".into()),
-                None,
+                Ending::new(Status::NotExecuted, Flow::Normal)
+                    .hypothetical(true)
+                    .message("dry run: not executed"),
             );
         }
         if kind == StepKind::Verify && hyp {
             // It could hold or fail: show both what follows and its failure route.
             return task.finish(
-                Status::Pending,
-                Flow::All,
-                true,
-                None,
-                0,
-                Some("dry run: verifies the effect of acts that did not run".into()),
-                None,
+                Ending::new(Status::Pending, Flow::All)
+                    .hypothetical(true)
+                    .message("dry run: verifies the effect of acts that did not run"),
             );
         }
     }
@@ -1086,13 +1103,8 @@ async fn execute(
                 };
                 let Some(answer) = answer else {
                     let mut o = task.finish(
-                        Status::Pending,
-                        Flow::None,
-                        false,
-                        None,
-                        0,
-                        Some("interrupted while waiting for an answer".into()),
-                        None,
+                        Ending::new(Status::Pending, Flow::None)
+                            .message("interrupted while waiting for an answer"),
                     );
                     o.stop = Some(RunStatus::Interrupted);
                     return o;
@@ -1109,35 +1121,18 @@ async fn execute(
             Answer::Approve => {}
             Answer::Decline => {
                 return task.finish(
-                    Status::Declined,
-                    Flow::None,
-                    false,
-                    None,
-                    0,
-                    Some("declined by the operator".into()),
-                    None,
+                    Ending::new(Status::Declined, Flow::None).message("declined by the operator"),
                 );
             }
             Answer::Skip => {
                 return task.finish(
-                    Status::Skipped,
-                    Flow::Normal,
-                    false,
-                    None,
-                    0,
-                    Some("skipped by the operator".into()),
-                    None,
+                    Ending::new(Status::Skipped, Flow::Normal).message("skipped by the operator"),
                 );
             }
             Answer::Abort => {
                 let mut o = task.finish(
-                    Status::Declined,
-                    Flow::None,
-                    false,
-                    None,
-                    0,
-                    Some("run aborted by the operator".into()),
-                    None,
+                    Ending::new(Status::Declined, Flow::None)
+                        .message("run aborted by the operator"),
                 );
                 o.stop = Some(RunStatus::Aborted);
                 return o;
@@ -1147,13 +1142,9 @@ async fn execute(
             let result = json!({"exit_code": null, "stdout": "", "stderr": "", "status": null,
                 "duration_ms": millis(task.started.elapsed()), "attempt": 1});
             return task.finish(
-                Status::Succeeded,
-                Flow::Normal,
-                false,
-                Some(result),
-                1,
-                None,
-                None,
+                Ending::new(Status::Succeeded, Flow::Normal)
+                    .result(Some(result))
+                    .attempts(1),
             );
         }
     }
@@ -1198,17 +1189,17 @@ fn branch(task: &Task<'_>, data: &Value, hyp: bool) -> Outcome {
                     skips: Vec::new(),
                 });
                 return task.finish(
-                    Status::Pending,
-                    Flow::All,
-                    true,
-                    None,
-                    0,
-                    Some(format!("dry run: {e}")),
-                    None,
+                    Ending::new(Status::Pending, Flow::All)
+                        .hypothetical(true)
+                        .message(format!("dry run: {e}")),
                 );
             }
             Err(e) => {
-                return task.finish(Status::Failed, Flow::None, false, None, 1, Some(e), None);
+                return task.finish(
+                    Ending::new(Status::Failed, Flow::None)
+                        .attempts(1)
+                        .message(e),
+                );
             }
         }
     }
@@ -1237,13 +1228,10 @@ fn branch(task: &Task<'_>, data: &Value, hyp: bool) -> Outcome {
                 skips,
             });
             task.finish(
-                Status::Succeeded,
-                Flow::Route(edge),
-                hyp,
-                Some(result),
-                1,
-                None,
-                None,
+                Ending::new(Status::Succeeded, Flow::Route(edge))
+                    .hypothetical(hyp)
+                    .result(Some(result))
+                    .attempts(1),
             )
         }
         None => {
@@ -1254,13 +1242,10 @@ fn branch(task: &Task<'_>, data: &Value, hyp: bool) -> Outcome {
                 skips: Vec::new(),
             });
             task.finish(
-                Status::Succeeded,
-                Flow::None,
-                hyp,
-                Some(result),
-                1,
-                None,
-                None,
+                Ending::new(Status::Succeeded, Flow::None)
+                    .hypothetical(hyp)
+                    .result(Some(result))
+                    .attempts(1),
             )
         }
     }
@@ -1304,13 +1289,10 @@ async fn attempts(
         }
         if let Some(e) = sh.sink.error() {
             return task.finish(
-                Status::Failed,
-                Flow::None,
-                hyp,
-                None,
-                attempt,
-                Some(format!("not started: {e}")),
-                None,
+                Ending::new(Status::Failed, Flow::None)
+                    .hypothetical(hyp)
+                    .attempts(attempt)
+                    .message(format!("not started: {e}")),
             );
         }
         let attempt_started = Instant::now();
@@ -1318,13 +1300,11 @@ async fn attempts(
         let (ok, value, message) = judge(task, &result, data, attempt, attempt_started);
         if ok {
             return task.finish(
-                Status::Succeeded,
-                Flow::Normal,
-                hyp,
-                Some(value),
-                attempt,
-                None,
-                result.exit_code,
+                Ending::new(Status::Succeeded, Flow::Normal)
+                    .hypothetical(hyp)
+                    .result(Some(value))
+                    .attempts(attempt)
+                    .exit_code(result.exit_code),
             );
         }
         let message = message.unwrap_or_else(|| "failed".into());
@@ -1347,13 +1327,12 @@ async fn attempts(
                 message
             };
             return task.finish(
-                Status::Failed,
-                Flow::None,
-                hyp,
-                Some(value),
-                attempt,
-                Some(message),
-                result.exit_code,
+                Ending::new(Status::Failed, Flow::None)
+                    .hypothetical(hyp)
+                    .result(Some(value))
+                    .attempts(attempt)
+                    .message(message)
+                    .exit_code(result.exit_code),
             );
         }
         sh.emit(Event::AttemptFailed {
@@ -1366,7 +1345,14 @@ async fn attempts(
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = killed(kill.clone()) => {
-                return task.finish(Status::Failed, Flow::None, hyp, Some(value), attempt, Some(format!("{message} (stopped while waiting to retry)")), result.exit_code);
+                return task.finish(
+                    Ending::new(Status::Failed, Flow::None)
+                        .hypothetical(hyp)
+                        .result(Some(value))
+                        .attempts(attempt)
+                        .message(format!("{message} (stopped while waiting to retry)"))
+                        .exit_code(result.exit_code),
+                );
             }
         }
         interval = interval.mul_f64(backoff);
