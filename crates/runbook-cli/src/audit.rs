@@ -174,19 +174,6 @@ fn facts(records: &[Record]) -> Option<Facts> {
     })
 }
 
-fn duration_text(ms: u64) -> String {
-    let s = ms / 1000;
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if s < 60 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
-}
-
 fn list(state: &Path) -> anyhow::Result<Exit> {
     let mut rows = Vec::new();
     for path in journals(state)? {
@@ -220,7 +207,7 @@ fn list(state: &Path) -> anyhow::Result<Exit> {
             continue;
         };
         let (duration, mut status) = match &f.finished {
-            Some((status, code, ms)) => (duration_text(*ms), format!("{status} ({code})")),
+            Some((status, code, ms)) => (crate::exec::secs(*ms), format!("{status} ({code})")),
             None => (String::new(), "incomplete".to_string()),
         };
         if f.mode == "dry-run" {
@@ -335,7 +322,7 @@ fn markdown(path: &Path, records: &[Record]) -> String {
             let end = records.last().map_or("", |r| r.ts.as_str());
             md.push_str(&format!(
                 "| Finished | {end} (after {}) |\n",
-                duration_text(*ms)
+                crate::exec::secs(*ms)
             ));
             md.push_str(&format!("| Outcome | {status} (exit {code}) |\n"));
         }
@@ -358,10 +345,7 @@ fn markdown(path: &Path, records: &[Record]) -> String {
         if !params.is_empty() {
             let shown: Vec<String> = params
                 .iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => format!("`{k}={s}`"),
-                    other => format!("`{k}={other}`"),
-                })
+                .map(|(k, v)| format!("`{k}={}`", runbook_exec::params::value_text(v)))
                 .collect();
             md.push_str(&format!("| Parameters | {} |\n", cell(&shown.join(" "))));
         }
@@ -408,7 +392,7 @@ fn markdown(path: &Path, records: &[Record]) -> String {
             } if kinds.get(step).is_some_and(|k| k == "act") => {
                 let lines = actions.get(step).cloned().unwrap_or_default();
                 let how = match status {
-                    Status::Succeeded => format!("done in {}", duration_text(*duration_ms)),
+                    Status::Succeeded => format!("done in {}", crate::exec::secs(*duration_ms)),
                     Status::NotExecuted => "not executed (dry run)".to_string(),
                     other => format!(
                         "{}{}",
@@ -512,7 +496,7 @@ fn markdown(path: &Path, records: &[Record]) -> String {
                 format!(
                     "{} after {}{}",
                     status.as_str(),
-                    duration_text(*duration_ms),
+                    crate::exec::secs(*duration_ms),
                     message
                         .as_deref()
                         .map(|m| format!(": {m}"))

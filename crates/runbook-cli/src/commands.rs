@@ -16,6 +16,8 @@ use runbook_core::template::Renderer;
 use runbook_core::validate::builtins;
 use serde_json::{Value, json};
 
+use runbook_exec::params::value_text;
+
 use crate::diagnostics::{self, counts};
 use crate::library::{self, Loaded};
 use crate::{Cli, Command, Exit, GraphFormat, OutputFormat, ShowFormat, table};
@@ -190,7 +192,7 @@ fn validate(
     }
 }
 
-fn plural(n: usize, word: &str) -> String {
+pub(crate) fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
@@ -519,13 +521,6 @@ fn plan(cli: &Cli, name: &str, given: &[String], format: OutputFormat) -> anyhow
         }
     }
     Ok(Exit::Success)
-}
-
-fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn show(cli: &Cli, name: &str, format: ShowFormat) -> anyhow::Result<Exit> {

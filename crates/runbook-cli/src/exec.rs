@@ -319,13 +319,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
                 .get(*k)
                 .is_some_and(|p| p.ty.value != ParamType::Secret)
         })
-        .map(|(k, v)| {
-            let text = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), text)
-        })
+        .map(|(k, v)| (k.clone(), runbook_exec::params::value_text(v)))
         .collect();
     let resolved = resolve_params(
         &rb,
@@ -441,13 +435,9 @@ fn ask_inflight(id: &str, title: &str) -> InflightChoice {
         "act `{id}` ({title}) was running when the run stopped: it may have been partly applied."
     );
     loop {
-        let _ = write!(err, "Was it applied? [d]one / [r]un again / [a]bort: ");
-        let _ = err.flush();
-        let mut line = String::new();
-        match std::io::stdin().lock().read_line(&mut line) {
-            Ok(0) | Err(_) => return InflightChoice::Abort,
-            Ok(_) => {}
-        }
+        let Some(line) = read_answer("Was it applied? [d]one / [r]un again / [a]bort: ") else {
+            return InflightChoice::Abort;
+        };
         match line.trim().to_ascii_lowercase().as_str() {
             "d" | "done" => return InflightChoice::Done,
             "r" | "run" | "rerun" => return InflightChoice::Rerun,
@@ -716,8 +706,13 @@ fn prompt_param(interactive: bool, name: &str, p: &Param) -> Option<String> {
     if p.ty.value == ParamType::Secret {
         return rpassword::prompt_password(question).ok();
     }
-    let mut err = std::io::stderr();
-    let _ = write!(err, "{question}");
+    read_answer(&question)
+}
+
+/// Show `prompt` on stderr and read one line from stdin; `None` at the end of input.
+fn read_answer(prompt: &str) -> Option<String> {
+    let mut err = anstream::stderr();
+    let _ = write!(err, "{prompt}");
     let _ = err.flush();
     let mut line = String::new();
     match std::io::stdin().lock().read_line(&mut line) {
@@ -876,13 +871,9 @@ fn ask_blocking(q: &Question) -> Answer {
         }
     });
     loop {
-        let _ = write!(err, "{bold}{question}{bold:#} [y/N/skip/abort] ");
-        let _ = err.flush();
-        let mut line = String::new();
-        match std::io::stdin().lock().read_line(&mut line) {
-            Ok(0) | Err(_) => return Answer::Abort,
-            Ok(_) => {}
-        }
+        let Some(line) = read_answer(&format!("{bold}{question}{bold:#} [y/N/skip/abort] ")) else {
+            return Answer::Abort;
+        };
         match line.trim().to_ascii_lowercase().as_str() {
             "y" | "yes" => return Answer::Approve,
             "" | "n" | "no" => return Answer::Decline,
@@ -1007,13 +998,17 @@ impl Human {
     }
 }
 
-fn secs(ms: u64) -> String {
+/// `850ms`, `2.4s`, `3m05s`, `1h20m`.
+pub(crate) fn secs(ms: u64) -> String {
+    let s = ms / 1000;
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms < 60_000 {
+    } else if s < 60 {
         format!("{:.1}s", ms as f64 / 1000.0)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
     } else {
-        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
     }
 }
 
@@ -1062,10 +1057,7 @@ impl Sink for Human {
                 if !params.is_empty() {
                     let shown: Vec<String> = params
                         .iter()
-                        .map(|(k, v)| match v {
-                            serde_json::Value::String(s) => format!("{k}={s}"),
-                            other => format!("{k}={other}"),
-                        })
+                        .map(|(k, v)| format!("{k}={}", runbook_exec::params::value_text(v)))
                         .collect();
                     self.line(&format!("{dim}params {}{dim_end}", shown.join(" ")));
                 }
@@ -1329,7 +1321,7 @@ fn print_summary(rb: &Runbook, report: &Report, color: bool, dry: bool) {
     let not_run = if report.summary.not_executed > 0 {
         format!(
             "; {} not executed",
-            plural(report.summary.not_executed, "step")
+            crate::commands::plural(report.summary.not_executed, "step")
         )
     } else {
         String::new()
@@ -1342,10 +1334,6 @@ fn print_summary(rb: &Runbook, report: &Report, color: bool, dry: bool) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
-}
-
-fn plural(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// A summary note: the first line, at most 80 characters (the step line has it whole).

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{aws_cli, root, with_aws};
+use common::{aws_cli, only_journal, root, with_aws};
 
 fn runbook(state: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
@@ -300,12 +300,7 @@ fn no_credentials_is_a_clear_error_naming_the_step() {
     );
     assert!(stdout.contains("no AWS credentials"), "{stdout}");
     // The journal has the same message.
-    let journal = std::fs::read_dir(state.path().join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let journal = only_journal(state.path());
     assert!(
         std::fs::read_to_string(journal)
             .unwrap()

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+
+use common::{only_journal, root};
 
 fn fixture(name: &str) -> String {
     root()
@@ -37,6 +37,13 @@ fn runbook() -> Command {
         .env_remove("RUNBOOK_PATH")
         .stdin(Stdio::null());
     cmd
+}
+
+/// Run the binary with its journals and locks in `state`.
+fn with_state(state: &Path, args: &[&str]) -> Output {
+    let mut cmd = runbook();
+    cmd.env("RUNBOOK_STATE_DIR", state).args(args);
+    cmd.output().unwrap()
 }
 
 /// Run `runbook exec <fixture> -p dir=<dir> <args>`.
@@ -688,12 +695,6 @@ mod pty {
 mod audit {
     use super::*;
 
-    fn with_state(state: &Path, args: &[&str]) -> Output {
-        let mut cmd = runbook();
-        cmd.env("RUNBOOK_STATE_DIR", state).args(args);
-        cmd.output().unwrap()
-    }
-
     fn recorded_run(state: &Path, dir: &Path) -> PathBuf {
         let out = with_state(
             state,
@@ -706,12 +707,7 @@ mod audit {
             ],
         );
         assert_eq!(code(&out), 0, "{:?}", text(&out));
-        let runs: Vec<PathBuf> = std::fs::read_dir(state.join("runs"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(runs.len(), 1);
-        runs[0].clone()
+        only_journal(state)
     }
 
     #[test]
@@ -969,12 +965,6 @@ mod resume {
     use super::*;
     use std::io::{BufRead, BufReader};
 
-    fn with_state(state: &Path, args: &[&str]) -> Output {
-        let mut cmd = runbook();
-        cmd.env("RUNBOOK_STATE_DIR", state).args(args);
-        cmd.output().unwrap()
-    }
-
     /// Start the 10-step runbook, SIGKILL it once `stop_at` says so, resume it, and check
     /// that every act ran exactly once and the journal verifies.
     fn crash_and_resume(stop_at: &dyn Fn(&str, usize) -> bool) -> String {
@@ -1084,12 +1074,7 @@ mod resume {
             ],
         );
         assert_eq!(code(&out), 0);
-        let journal = std::fs::read_dir(state.path().join("runs"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let journal = only_journal(state.path());
         let lines: Vec<String> = std::fs::read_to_string(&journal)
             .unwrap()
             .lines()
@@ -1141,12 +1126,7 @@ mod resume {
         );
         assert_eq!(code(&out), 0);
         // Pretend it failed half-way: drop everything after a2 finished.
-        let journal = std::fs::read_dir(state.path().join("runs"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let journal = only_journal(state.path());
         let lines: Vec<String> = std::fs::read_to_string(&journal)
             .unwrap()
             .lines()

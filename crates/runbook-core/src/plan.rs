@@ -29,13 +29,6 @@ pub enum Edge {
     FailGoto,
 }
 
-impl Edge {
-    /// Whether the edge routes (branch or failure) rather than orders.
-    pub fn is_route(self) -> bool {
-        matches!(self, Edge::Case(_) | Edge::Default | Edge::FailGoto)
-    }
-}
-
 /// The step DAG of a runbook. Node `i` is `runbook.steps[i]`.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -163,6 +156,18 @@ impl Plan {
         self.graph
             .edges_directed(NodeIndex::new(step), Direction::Outgoing)
             .map(|e| (e.target().index(), *e.weight()))
+    }
+
+    /// `from` and every step reachable from it, as a mask over the steps.
+    pub fn downstream(&self, from: usize) -> Vec<bool> {
+        let mut seen = vec![false; self.order.len()];
+        let mut stack = vec![from];
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut seen[i], true) {
+                stack.extend(self.outgoing(i).map(|(t, _)| t));
+            }
+        }
+        seen
     }
 
     /// Whether `ancestor` has a path to `step` (a step is not its own ancestor).

@@ -71,31 +71,7 @@ pub enum RenderedAction {
         instructions: String,
     },
     /// SSM Run Command (`SendCommand`).
-    SsmCommand {
-        /// Document name.
-        document: String,
-        /// The `commands` parameter, inserted values shell-quoted.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        commands: Vec<String>,
-        /// Other document parameters.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        parameters: BTreeMap<String, Vec<String>>,
-        /// Target instance ids.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        instance_ids: Vec<String>,
-        /// Target tags.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        tags: BTreeMap<String, Vec<String>>,
-        /// Rate control.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        max_concurrency: Option<String>,
-        /// Error threshold.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        max_errors: Option<String>,
-        /// Comment recorded with the command.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        comment: Option<String>,
-    },
+    SsmCommand(SsmCommandCall),
     /// SSM Automation (`StartAutomationExecution`).
     SsmAutomation {
         /// Document name.
@@ -107,6 +83,43 @@ pub enum RenderedAction {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         parameters: BTreeMap<String, Vec<String>>,
     },
+}
+
+/// A rendered `SendCommand` call: everything the request carries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SsmCommandCall {
+    /// Document name.
+    pub document: String,
+    /// The `commands` parameter, inserted values shell-quoted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    /// Other document parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, Vec<String>>,
+    /// Target instance ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instance_ids: Vec<String>,
+    /// Target tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, Vec<String>>,
+    /// Rate control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<String>,
+    /// Error threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_errors: Option<String>,
+    /// Comment recorded with the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// S3 bucket for the full output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_s3_bucket: Option<String>,
+    /// Key prefix in the output bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_s3_prefix: Option<String>,
+    /// CloudWatch Logs group for the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudwatch_log_group: Option<String>,
 }
 
 /// A template that could not be rendered.
@@ -174,7 +187,7 @@ impl RenderedAction {
                 .lines()
                 .map(|l| format!("manual: {l}"))
                 .collect(),
-            RenderedAction::SsmCommand {
+            RenderedAction::SsmCommand(SsmCommandCall {
                 document,
                 commands,
                 instance_ids,
@@ -182,7 +195,7 @@ impl RenderedAction {
                 max_concurrency,
                 max_errors,
                 ..
-            } => {
+            }) => {
                 let targets = if instance_ids.is_empty() {
                     tags.iter()
                         .map(|(k, v)| format!("tag:{k}={}", v.join(",")))
@@ -263,25 +276,14 @@ impl RenderedAction {
             RenderedAction::Manual { instructions } => RenderedAction::Manual {
                 instructions: mask(instructions),
             },
-            RenderedAction::SsmCommand {
-                document,
-                commands,
-                parameters,
-                instance_ids,
-                tags,
-                max_concurrency,
-                max_errors,
-                comment,
-            } => RenderedAction::SsmCommand {
-                document: document.clone(),
-                commands: commands.iter().map(|c| mask(c)).collect(),
-                parameters: list_map(parameters),
-                instance_ids: instance_ids.iter().map(|c| mask(c)).collect(),
-                tags: list_map(tags),
-                max_concurrency: max_concurrency.clone(),
-                max_errors: max_errors.clone(),
-                comment: comment.as_deref().map(mask),
-            },
+            RenderedAction::SsmCommand(call) => RenderedAction::SsmCommand(SsmCommandCall {
+                commands: call.commands.iter().map(|c| mask(c)).collect(),
+                parameters: list_map(&call.parameters),
+                instance_ids: call.instance_ids.iter().map(|c| mask(c)).collect(),
+                tags: list_map(&call.tags),
+                comment: call.comment.as_deref().map(mask),
+                ..call.clone()
+            }),
             RenderedAction::SsmAutomation {
                 document,
                 document_version,
@@ -365,7 +367,7 @@ pub fn render_step(
         Some(Action::Manual(text)) => Some(RenderedAction::Manual {
             instructions: render(Context::Text, "manual", text)?,
         }),
-        Some(Action::SsmCommand(c)) => Some(RenderedAction::SsmCommand {
+        Some(Action::SsmCommand(c)) => Some(RenderedAction::SsmCommand(SsmCommandCall {
             document: c
                 .document
                 .clone()
@@ -381,7 +383,10 @@ pub fn render_step(
                 .as_ref()
                 .map(|x| render(Context::Text, "ssm_command.comment", x))
                 .transpose()?,
-        }),
+            output_s3_bucket: c.output_s3_bucket.clone(),
+            output_s3_prefix: c.output_s3_prefix.clone(),
+            cloudwatch_log_group: c.cloudwatch_log_group.clone(),
+        })),
         Some(Action::SsmAutomation(a)) => Some(RenderedAction::SsmAutomation {
             document: a.document.value.clone(),
             document_version: a.document_version.clone(),

@@ -14,6 +14,8 @@ use aws_sdk_ssm::types::{
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use runbook_core::render::SsmCommandCall;
+
 use crate::action::{ActionResult, Io};
 use crate::event::Stream;
 
@@ -64,11 +66,6 @@ impl Aws {
             client,
             region: region.into(),
         }
-    }
-
-    /// The region in use.
-    pub fn region(&self) -> &str {
-        &self.region
     }
 
     /// Read a parameter from Parameter Store, decrypted.
@@ -174,33 +171,6 @@ where
     text
 }
 
-/// The `ssm_command` fields, rendered.
-#[derive(Debug, Clone)]
-pub struct Command<'a> {
-    /// Document.
-    pub document: &'a str,
-    /// The `commands` parameter.
-    pub commands: &'a [String],
-    /// Other parameters.
-    pub parameters: &'a BTreeMap<String, Vec<String>>,
-    /// Instance targets.
-    pub instance_ids: &'a [String],
-    /// Tag targets.
-    pub tags: &'a BTreeMap<String, Vec<String>>,
-    /// Rate control.
-    pub max_concurrency: Option<&'a str>,
-    /// Error threshold.
-    pub max_errors: Option<&'a str>,
-    /// Comment.
-    pub comment: Option<&'a str>,
-    /// S3 output bucket.
-    pub output_s3_bucket: Option<&'a str>,
-    /// S3 key prefix.
-    pub output_s3_prefix: Option<&'a str>,
-    /// CloudWatch Logs group.
-    pub cloudwatch_log_group: Option<&'a str>,
-}
-
 /// One instance's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Invocation {
@@ -245,23 +215,23 @@ async fn pause(d: Duration, io: &Io<'_>) -> Option<ActionResult> {
 }
 
 /// Send a command, wait until every invocation is terminal, and report per instance.
-pub async fn run_command(aws: &Aws, cmd: Command<'_>, io: Io<'_>) -> ActionResult {
+pub async fn run_command(aws: &Aws, cmd: &SsmCommandCall, io: Io<'_>) -> ActionResult {
     let mut request = aws
         .client
         .send_command()
-        .document_name(cmd.document)
-        .set_max_concurrency(cmd.max_concurrency.map(str::to_string))
-        .set_max_errors(cmd.max_errors.map(str::to_string))
-        .set_comment(cmd.comment.map(str::to_string))
-        .set_output_s3_bucket_name(cmd.output_s3_bucket.map(str::to_string))
-        .set_output_s3_key_prefix(cmd.output_s3_prefix.map(str::to_string));
+        .document_name(&cmd.document)
+        .set_max_concurrency(cmd.max_concurrency.clone())
+        .set_max_errors(cmd.max_errors.clone())
+        .set_comment(cmd.comment.clone())
+        .set_output_s3_bucket_name(cmd.output_s3_bucket.clone())
+        .set_output_s3_key_prefix(cmd.output_s3_prefix.clone());
     if !cmd.commands.is_empty() {
         request = request.parameters("commands", cmd.commands.to_vec());
     }
-    for (k, v) in cmd.parameters {
+    for (k, v) in &cmd.parameters {
         request = request.parameters(k, v.clone());
     }
-    if let Some(group) = cmd.cloudwatch_log_group {
+    if let Some(group) = &cmd.cloudwatch_log_group {
         request = request.cloud_watch_output_config(
             CloudWatchOutputConfig::builder()
                 .cloud_watch_log_group_name(group)
@@ -270,7 +240,7 @@ pub async fn run_command(aws: &Aws, cmd: Command<'_>, io: Io<'_>) -> ActionResul
         );
     }
     if cmd.instance_ids.is_empty() {
-        for (k, v) in cmd.tags {
+        for (k, v) in &cmd.tags {
             request = request.targets(
                 Target::builder()
                     .key(format!("tag:{k}"))
@@ -309,7 +279,7 @@ pub async fn run_command(aws: &Aws, cmd: Command<'_>, io: Io<'_>) -> ActionResul
         let polled = if cmd.instance_ids.is_empty() {
             list_invocations(aws, &command_id).await
         } else {
-            get_invocations(aws, started, &command_id, cmd.instance_ids, &results).await
+            get_invocations(aws, started, &command_id, &cmd.instance_ids, &results).await
         };
         match polled {
             Ok(found) => results.extend(found),

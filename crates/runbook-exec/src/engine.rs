@@ -282,9 +282,15 @@ impl State {
         }
     }
 
+    /// Not started, not skipped, not routed: still waiting for its sources. (A dry-run
+    /// step shown as pending has a flow, so it counts as decided.)
+    fn undecided(&self) -> bool {
+        self.status == Status::Pending && self.flow == Flow::None
+    }
+
+    /// Its outgoing edges are known.
     fn resolved(&self) -> bool {
-        !matches!(self.status, Status::Pending | Status::Running)
-            || (self.status == Status::Pending && self.flow != Flow::None)
+        self.status != Status::Running && !self.undecided()
     }
 }
 
@@ -363,13 +369,7 @@ impl Engine {
         let rb = &self.shared.runbook;
         let plan = &self.shared.plan;
         let n = rb.steps.len();
-        let mut keep = vec![false; n];
-        let mut stack = vec![from];
-        while let Some(i) = stack.pop() {
-            if !std::mem::replace(&mut keep[i], true) {
-                stack.extend(plan.outgoing(i).map(|(t, _)| t));
-            }
-        }
+        let mut keep = plan.downstream(from);
         let mut producers = Vec::new();
         let mut stack: Vec<usize> = (0..n)
             .filter(|&i| keep[i])
@@ -486,7 +486,7 @@ impl Engine {
                     if running >= sh.options.parallel.max(1) {
                         break;
                     }
-                    if states[i].status != Status::Pending || states[i].flow != Flow::None {
+                    if !states[i].undecided() {
                         continue;
                     }
                     let Some(hyp) = ready(plan, &states, i) else {
@@ -678,7 +678,7 @@ fn decide(sh: &Shared, states: &mut [State]) {
     loop {
         let mut changed = false;
         for &i in &sh.plan.order {
-            if states[i].status != Status::Pending || states[i].flow != Flow::None {
+            if !states[i].undecided() {
                 continue;
             }
             let mut incoming = sh.plan.incoming(i).peekable();
@@ -807,18 +807,14 @@ fn route_failure(
                 of: attempts,
             });
             // Reset `from` and everything downstream of it.
-            let mut stack = vec![from];
-            let mut seen = vec![false; states.len()];
-            while let Some(s) = stack.pop() {
-                if std::mem::replace(&mut seen[s], true) {
-                    continue;
+            for (s, reset) in sh.plan.downstream(from).into_iter().enumerate() {
+                if reset {
+                    let generation = states[s].generation + 1;
+                    states[s] = State {
+                        generation,
+                        ..State::new()
+                    };
                 }
-                let generation = states[s].generation + 1;
-                states[s] = State {
-                    generation,
-                    ..State::new()
-                };
-                stack.extend(sh.plan.outgoing(s).map(|(t, _)| t));
             }
             None
         }
@@ -1402,47 +1398,13 @@ async fn run_action(
             ..ActionResult::default()
         },
         #[cfg(feature = "aws")]
-        RenderedAction::SsmCommand {
-            document,
-            commands,
-            parameters,
-            instance_ids,
-            tags,
-            max_concurrency,
-            max_errors,
-            comment,
-        } => {
-            let aws = match sh.aws().await {
-                Ok(a) => a,
-                Err(e) => {
-                    return ActionResult {
-                        message: Some(e),
-                        ..ActionResult::default()
-                    };
-                }
-            };
-            let Some(Action::SsmCommand(spec)) = &task.step.action else {
-                return ActionResult::default();
-            };
-            crate::aws::run_command(
-                aws,
-                crate::aws::Command {
-                    document,
-                    commands,
-                    parameters,
-                    instance_ids,
-                    tags,
-                    max_concurrency: max_concurrency.as_deref(),
-                    max_errors: max_errors.as_deref(),
-                    comment: comment.as_deref(),
-                    output_s3_bucket: spec.output_s3_bucket.as_deref(),
-                    output_s3_prefix: spec.output_s3_prefix.as_deref(),
-                    cloudwatch_log_group: spec.cloudwatch_log_group.as_deref(),
-                },
-                io,
-            )
-            .await
-        }
+        RenderedAction::SsmCommand(call) => match sh.aws().await {
+            Ok(aws) => crate::aws::run_command(aws, call, io).await,
+            Err(e) => ActionResult {
+                message: Some(e),
+                ..ActionResult::default()
+            },
+        },
         #[cfg(feature = "aws")]
         RenderedAction::SsmAutomation {
             document,
@@ -1465,7 +1427,7 @@ async fn run_action(
             },
         },
         #[cfg(not(feature = "aws"))]
-        RenderedAction::SsmCommand { .. } | RenderedAction::SsmAutomation { .. } => ActionResult {
+        RenderedAction::SsmCommand(_) | RenderedAction::SsmAutomation { .. } => ActionResult {
             message: Some(
                 "AWS Systems Manager actions need runbook built with the `aws` feature".into(),
             ),

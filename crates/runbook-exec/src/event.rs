@@ -361,29 +361,6 @@ pub enum Event {
     },
 }
 
-impl Event {
-    /// The step an event is about, if any.
-    pub fn step(&self) -> Option<&str> {
-        match self {
-            Event::StepStarted { step, .. }
-            | Event::Output { step, .. }
-            | Event::Captured { step, .. }
-            | Event::Condition { step, .. }
-            | Event::AttemptFailed { step, .. }
-            | Event::Asked { step, .. }
-            | Event::Answered { step, .. }
-            | Event::Decision { step, .. }
-            | Event::Rewind { step, .. }
-            | Event::StepFinished { step, .. }
-            | Event::Escalation { step, .. } => Some(step),
-            Event::RunStarted { .. }
-            | Event::Signal { .. }
-            | Event::Resumed { .. }
-            | Event::RunFinished { .. } => None,
-        }
-    }
-}
-
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -423,17 +400,5 @@ impl Sink for Fanout {
 
     fn error(&self) -> Option<String> {
         self.0.iter().find_map(|s| s.error())
-    }
-}
-
-/// Collects events in memory (tests, summaries).
-#[derive(Debug, Default)]
-pub struct Recorder(pub std::sync::Mutex<Vec<Event>>);
-
-impl Sink for Recorder {
-    fn emit(&self, _: SystemTime, event: &Event) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(event.clone());
-        }
     }
 }

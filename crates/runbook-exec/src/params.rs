@@ -177,7 +177,8 @@ pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, Vec<
     }
 }
 
-fn value_text(v: &Value) -> String {
+/// A value as a person or a command line writes it: strings bare, the rest as JSON.
+pub fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

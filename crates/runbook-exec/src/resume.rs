@@ -104,14 +104,10 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
             Event::Rewind { from, .. } => {
                 // Everything from `from` down was reset by the engine.
                 if let Some(start) = plan.index(from) {
-                    let mut stack = vec![start];
-                    let mut done = vec![false; runbook.steps.len()];
-                    while let Some(i) = stack.pop() {
-                        if std::mem::replace(&mut done[i], true) {
-                            continue;
+                    for (i, reset) in plan.downstream(start).into_iter().enumerate() {
+                        if reset {
+                            seen.remove(&runbook.steps[i].id.value);
                         }
-                        seen.remove(&runbook.steps[i].id.value);
-                        stack.extend(plan.outgoing(i).map(|(t, _)| t));
                     }
                 }
             }

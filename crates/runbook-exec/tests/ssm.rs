@@ -20,8 +20,9 @@ use aws_sdk_ssm::types::{
     CommandPlugin, StepExecution,
 };
 use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, mock};
+use runbook_core::render::SsmCommandCall;
 use runbook_exec::action::{ActionResult, Io};
-use runbook_exec::aws::{Aws, Command, run_automation, run_command};
+use runbook_exec::aws::{Aws, run_automation, run_command};
 use runbook_exec::event::Stream;
 use tokio::sync::watch;
 
@@ -90,22 +91,16 @@ async fn command(
     if tags {
         tag_map.insert("Role".to_string(), vec!["web".to_string()]);
     }
-    let none = BTreeMap::new();
-    let commands = vec!["df -h".to_string()];
     let result = run_command(
         &aws,
-        Command {
-            document: "AWS-RunShellScript",
-            commands: &commands,
-            parameters: &none,
-            instance_ids: &ids,
-            tags: &tag_map,
-            max_concurrency: Some("50%"),
-            max_errors: Some("1"),
-            comment: None,
-            output_s3_bucket: None,
-            output_s3_prefix: None,
-            cloudwatch_log_group: None,
+        &SsmCommandCall {
+            document: "AWS-RunShellScript".into(),
+            commands: vec!["df -h".into()],
+            instance_ids: ids,
+            tags: tag_map,
+            max_concurrency: Some("50%".into()),
+            max_errors: Some("1".into()),
+            ..SsmCommandCall::default()
         },
         Io {
             output_limit: 1 << 20,

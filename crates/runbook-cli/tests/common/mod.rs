@@ -21,6 +21,17 @@ pub fn venv(tool: &str) -> PathBuf {
     p
 }
 
+/// The journal of the only run recorded in `state`.
+pub fn only_journal(state: &Path) -> PathBuf {
+    let runs: Vec<PathBuf> = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
