@@ -987,6 +987,14 @@ impl Human {
     }
 
     fn line(&self, text: &str) {
+        // Tabs move the cursor by an amount the spinner redraw cannot know: expand them.
+        let expanded;
+        let text = if text.contains('\t') {
+            expanded = expand_tabs(text);
+            expanded.as_str()
+        } else {
+            text
+        };
         let prefix = self.prefix.lock().map(|p| p.clone()).unwrap_or_default();
         if let Some(screen) = &self.progress {
             screen.println(format!("{prefix}{text}"));
@@ -996,6 +1004,30 @@ impl Human {
         let _ = writeln!(out, "{prefix}{text}");
         let _ = out.flush();
     }
+}
+
+/// Tabs replaced by spaces up to the next multiple of 8 columns.
+fn expand_tabs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut column = 0;
+    for c in text.chars() {
+        match c {
+            '\t' => {
+                let n = 8 - column % 8;
+                out.extend(std::iter::repeat_n(' ', n));
+                column += n;
+            }
+            '\n' => {
+                out.push(c);
+                column = 0;
+            }
+            _ => {
+                out.push(c);
+                column += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+            }
+        }
+    }
+    out
 }
 
 /// `850ms`, `2.4s`, `3m05s`, `1h20m`.
@@ -1344,5 +1376,16 @@ fn note(message: &str) -> String {
         format!("{cut}…")
     } else {
         first.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tabs_expand_to_the_next_stop() {
+        assert_eq!(super::expand_tabs("a\tb"), "a       b");
+        assert_eq!(super::expand_tabs("12345678\tx"), "12345678        x");
+        assert_eq!(super::expand_tabs("障害\tx"), "障害    x");
+        assert_eq!(super::expand_tabs("a\n\tb"), "a\n        b");
     }
 }
