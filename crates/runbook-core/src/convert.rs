@@ -377,7 +377,9 @@ impl<'a> Converter<'a> {
         }
     }
 
-    pub fn runbook(&mut self, root: &Node) -> Option<Runbook> {
+    /// The typed runbook. `streamed` holds the steps already converted while the file
+    /// was read (see [`crate::yaml::parse_streaming_steps`]), one entry per list item.
+    pub fn runbook(&mut self, root: &Node, streamed: Vec<Option<Step>>) -> Option<Runbook> {
         let what = "the runbook";
         let mut obj = self.obj(root, what)?;
         let api_version = self.req_string(&mut obj, "apiVersion", what);
@@ -441,18 +443,19 @@ impl<'a> Converter<'a> {
         let steps = match obj.get("steps") {
             Some(n) => {
                 let items = self.seq(n, "`steps`");
-                if items.is_empty() {
+                let first = streamed.len();
+                if items.is_empty() && first == 0 {
                     self.push(
                         Diagnostic::new(Code::NoSteps, n.span, "the runbook has no steps")
                             .label("empty")
                             .help("add at least one step"),
                     );
                 }
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| self.step(i, s))
-                    .collect()
+                let mut steps: Vec<Step> = streamed.into_iter().flatten().collect();
+                for (i, s) in items.iter().enumerate() {
+                    steps.extend(self.step(first + i, s));
+                }
+                steps
             }
             None => {
                 self.missing(&obj, "steps", what);
@@ -665,7 +668,8 @@ impl<'a> Converter<'a> {
         })
     }
 
-    fn step(&mut self, index: usize, node: &Node) -> Option<Step> {
+    /// One item of `steps`, the `index`th.
+    pub fn step(&mut self, index: usize, node: &Node) -> Option<Step> {
         let mut obj = self.obj(node, "a step")?;
         let id = obj.get("id").and_then(|n| self.string(n, "step `id`"));
         let what = match &id {

@@ -1,6 +1,7 @@
 //! Whole-runbook checks: references, the DAG, templates, conditions and safety lints.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -60,7 +61,13 @@ impl Checked {
 /// Parse and check a runbook. `file_stem` is the file name without extension, when the
 /// text came from a file (the runbook name must match it).
 pub fn check(source: &str, file_stem: Option<&str>) -> Checked {
-    let root = match yaml::parse(source) {
+    let mut conv = Converter::new(source);
+    // Steps are converted while the parser reads on: see `parse_streaming_steps`.
+    let mut steps = Vec::new();
+    let parsed = yaml::parse_streaming_steps(source, &mut |index, node| {
+        steps.push(conv.step(index, &node));
+    });
+    let root = match parsed {
         Ok(root) => root,
         Err((message, span)) => {
             return Checked {
@@ -74,8 +81,7 @@ pub fn check(source: &str, file_stem: Option<&str>) -> Checked {
             };
         }
     };
-    let mut conv = Converter::new(source);
-    let runbook = conv.runbook(&root);
+    let runbook = conv.runbook(&root, steps);
     // The typed runbook owns what it needs; free the tree before the validator allocates.
     drop(root);
     let mut diags = conv.diags;
@@ -85,7 +91,7 @@ pub fn check(source: &str, file_stem: Option<&str>) -> Checked {
             source,
             rb,
             diags: &mut diags,
-            conditions: std::collections::HashMap::new(),
+            conditions: HashMap::new(),
         };
         plan = v.run(file_stem);
     }
@@ -104,7 +110,7 @@ struct Validator<'a> {
     diags: &'a mut Vec<Diagnostic>,
     /// Parsed conditions by text: runbooks repeat the same expectation often, and CEL
     /// parsing is the dearest part of validation.
-    conditions: std::collections::HashMap<&'a str, Result<Vec<cond::NameRef>, cond::SyntaxError>>,
+    conditions: HashMap<&'a str, Rc<Result<Vec<cond::NameRef>, cond::SyntaxError>>>,
 }
 
 impl<'a> Validator<'a> {
@@ -368,9 +374,11 @@ impl<'a> Validator<'a> {
                 self.diags.push(d);
             }
         }
+        let source = self.source;
         for var in &analysis.vars {
-            let span = self.locate(text, var.offset, &var.expr);
-            self.name_ref(&var.path, span, step, plan, false);
+            // Spans are only worked out for diagnostics: most references are fine.
+            let at = || locate(source, text, var.offset, &var.expr);
+            self.name_ref(&var.path, &at, step, plan, false);
         }
     }
 
@@ -384,9 +392,9 @@ impl<'a> Validator<'a> {
         let analyzed = self
             .conditions
             .entry(expr.value.as_str())
-            .or_insert_with(|| cond::analyze(&expr.value))
+            .or_insert_with(|| Rc::new(cond::analyze(&expr.value)))
             .clone();
-        let names = match analyzed {
+        let names = match &*analyzed {
             Ok(n) => n,
             Err(err) => {
                 let (line, col) = err.position;
@@ -413,13 +421,16 @@ impl<'a> Validator<'a> {
                 return;
             }
         };
-        for name in names {
-            let joined = name.join(".");
-            let span = self.locate(expr, expr.find(name[0].as_str()).unwrap_or(0), &joined);
+        let source = self.source;
+        for name in names.iter() {
+            let at = || {
+                let start = expr.find(name[0].as_str()).unwrap_or(0);
+                locate(source, expr, start, &name.join("."))
+            };
             let s = &self.rb.steps[step];
             let root = name[0].as_str();
             if root == "params" || root == "steps" {
-                self.name_ref(&name, span, Some(step), plan, is_expect);
+                self.name_ref(name, &at, Some(step), plan, is_expect);
                 continue;
             }
             let own = is_expect && (s.capture.contains_key(root) || builtins(s).contains(&root));
@@ -444,7 +455,7 @@ impl<'a> Validator<'a> {
             self.diags.push(
                 Diagnostic::new(
                     Code::CelUnknownIdentifier,
-                    span,
+                    at(),
                     format!("condition names unknown identifier `{root}`"),
                 )
                 .label("unknown identifier")
@@ -457,7 +468,7 @@ impl<'a> Validator<'a> {
     fn name_ref(
         &mut self,
         path: &[String],
-        span: Span,
+        at: &dyn Fn() -> Span,
         step: Option<usize>,
         plan: Option<&Plan>,
         allow_self: bool,
@@ -469,7 +480,7 @@ impl<'a> Validator<'a> {
                 if !self.rb.params.contains_key(p) {
                     let mut d = Diagnostic::new(
                         Code::UnknownVariable,
-                        span,
+                        at(),
                         format!("unknown parameter `{p}`"),
                     )
                     .label("not declared in `params`");
@@ -483,7 +494,7 @@ impl<'a> Validator<'a> {
             ("steps", Some(id)) => self.step_ref(
                 id,
                 path.get(2).map(String::as_str),
-                span,
+                at,
                 step,
                 plan,
                 allow_self,
@@ -491,7 +502,7 @@ impl<'a> Validator<'a> {
             ("env", Some(name)) => {
                 if !self.rb.env.iter().any(|e| e.as_str() == name) {
                     self.diags.push(
-                        Diagnostic::new(Code::UnknownVariable, span, format!("environment variable `{name}` is not in the runbook's `env` allow-list"))
+                        Diagnostic::new(Code::UnknownVariable, at(), format!("environment variable `{name}` is not in the runbook's `env` allow-list"))
                             .label("not allowed")
                             .help(format!("add `{name}` to `env:` at the top of the runbook")),
                     );
@@ -502,7 +513,7 @@ impl<'a> Validator<'a> {
                     self.diags.push(
                         Diagnostic::new(
                             Code::UnknownVariable,
-                            span,
+                            at(),
                             format!("unknown run variable `{name}`"),
                         )
                         .label("unknown")
@@ -515,7 +526,7 @@ impl<'a> Validator<'a> {
                 let roots = ["params", "steps", "env", "run"];
                 let mut d = Diagnostic::new(
                     Code::UnknownVariable,
-                    span,
+                    at(),
                     format!("unknown template variable `{}`", path.join(".")),
                 )
                 .label("unknown variable");
@@ -529,7 +540,7 @@ impl<'a> Validator<'a> {
         &mut self,
         id: &str,
         field: Option<&str>,
-        span: Span,
+        at: &dyn Fn() -> Span,
         from: Option<usize>,
         plan: Option<&Plan>,
         allow_self: bool,
@@ -541,7 +552,7 @@ impl<'a> Validator<'a> {
         let Some(target) = target else {
             let mut d = Diagnostic::new(
                 Code::UnknownStep,
-                span,
+                at(),
                 format!("reference to unknown step `{id}`"),
             )
             .label("no step with this id");
@@ -555,7 +566,7 @@ impl<'a> Validator<'a> {
             self.diags.push(
                 Diagnostic::new(
                     Code::NotYetRun,
-                    span,
+                    at(),
                     format!(
                         "`lock` cannot read step `{id}`: the lock is taken before any step runs"
                     ),
@@ -577,7 +588,7 @@ impl<'a> Validator<'a> {
                 self.diags.push(
                     Diagnostic::new(
                         Code::NotYetRun,
-                        span,
+                        at(),
                         format!(
                             "step `{}` reads `steps.{id}`, which cannot have run before it",
                             s.id.value
@@ -603,7 +614,7 @@ impl<'a> Validator<'a> {
                     .collect();
                 let mut d = Diagnostic::new(
                     Code::UnknownCapture,
-                    span,
+                    at(),
                     format!("step `{id}` has no capture `{field}`"),
                 )
                 .label("unknown capture")
