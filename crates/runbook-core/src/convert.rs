@@ -12,6 +12,15 @@ use crate::diag::{Code, Diagnostic, Span, did_you_mean};
 use crate::model::*;
 use crate::yaml::{Key, Node, Value};
 
+/// Steps converted while the file was read.
+#[derive(Default)]
+pub(crate) struct Streamed {
+    /// The steps that converted.
+    pub steps: Vec<Step>,
+    /// How many items of `steps` were read, including those that did not convert.
+    pub items: usize,
+}
+
 /// Converts one document; `diags` receives every problem found.
 pub(crate) struct Converter<'a> {
     pub source: &'a str,
@@ -377,9 +386,9 @@ impl<'a> Converter<'a> {
         }
     }
 
-    /// The typed runbook. `streamed` holds the steps already converted while the file
-    /// was read (see [`crate::yaml::parse_streaming_steps`]), one entry per list item.
-    pub fn runbook(&mut self, root: &Node, streamed: Vec<Option<Step>>) -> Option<Runbook> {
+    /// The typed runbook, with the steps already converted while the file was read (see
+    /// [`crate::yaml::parse_streaming_steps`]).
+    pub fn runbook(&mut self, root: &Node, streamed: Streamed) -> Option<Runbook> {
         let what = "the runbook";
         let mut obj = self.obj(root, what)?;
         let api_version = self.req_string(&mut obj, "apiVersion", what);
@@ -443,7 +452,7 @@ impl<'a> Converter<'a> {
         let steps = match obj.get("steps") {
             Some(n) => {
                 let items = self.seq(n, "`steps`");
-                let first = streamed.len();
+                let first = streamed.items;
                 if items.is_empty() && first == 0 {
                     self.push(
                         Diagnostic::new(Code::NoSteps, n.span, "the runbook has no steps")
@@ -451,7 +460,7 @@ impl<'a> Converter<'a> {
                             .help("add at least one step"),
                     );
                 }
-                let mut steps: Vec<Step> = streamed.into_iter().flatten().collect();
+                let mut steps = streamed.steps;
                 for (i, s) in items.iter().enumerate() {
                     steps.extend(self.step(first + i, s));
                 }

@@ -175,16 +175,18 @@ impl Plan {
         if ancestor == step || self.position[ancestor] >= self.position[step] {
             return false;
         }
+        // Only steps between the two in topological order can be on a path: the search
+        // is bounded by that window, which is usually a step or two.
         let floor = self.position[ancestor];
-        let mut seen = vec![false; self.order.len()];
+        let mut seen = vec![false; self.position[step] - floor];
         let mut stack = vec![step];
         while let Some(s) = stack.pop() {
             for (src, _) in self.incoming(s) {
                 if src == ancestor {
                     return true;
                 }
-                if !seen[src] && self.position[src] > floor {
-                    seen[src] = true;
+                let pos = self.position[src];
+                if pos > floor && !std::mem::replace(&mut seen[pos - floor], true) {
                     stack.push(src);
                 }
             }

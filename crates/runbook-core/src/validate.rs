@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::cond;
-use crate::convert::Converter;
+use crate::convert::{Converter, Streamed};
 use crate::diag::{Code, Diagnostic, Severity, Span, did_you_mean};
 use crate::model::{Action, HttpMethod, OnFail, Runbook, Sp, Step, StepKind};
 use crate::plan::{CycleError, Plan};
@@ -62,10 +62,17 @@ impl Checked {
 /// text came from a file (the runbook name must match it).
 pub fn check(source: &str, file_stem: Option<&str>) -> Checked {
     let mut conv = Converter::new(source);
-    // Steps are converted while the parser reads on: see `parse_streaming_steps`.
-    let mut steps = Vec::new();
+    // Steps are converted, and their templates and conditions parsed, while the parser
+    // reads on: see `parse_streaming_steps`.
+    let mut streamed = Streamed::default();
+    let mut analyzer = Analyzer::default();
+    let mut analyzed = Vec::new();
     let parsed = yaml::parse_streaming_steps(source, &mut |index, node| {
-        steps.push(conv.step(index, &node));
+        streamed.items += 1;
+        if let Some(step) = conv.step(index, &node) {
+            analyzed.push(analyzer.step(&step));
+            streamed.steps.push(step);
+        }
     });
     let root = match parsed {
         Ok(root) => root,
@@ -81,7 +88,7 @@ pub fn check(source: &str, file_stem: Option<&str>) -> Checked {
             };
         }
     };
-    let runbook = conv.runbook(&root, steps);
+    let runbook = conv.runbook(&root, streamed);
     // The typed runbook owns what it needs; free the tree before the validator allocates.
     drop(root);
     let mut diags = conv.diags;
@@ -91,7 +98,8 @@ pub fn check(source: &str, file_stem: Option<&str>) -> Checked {
             source,
             rb,
             diags: &mut diags,
-            conditions: HashMap::new(),
+            analyzer,
+            analyzed,
         };
         plan = v.run(file_stem);
     }
@@ -108,9 +116,60 @@ struct Validator<'a> {
     source: &'a str,
     rb: &'a Runbook,
     diags: &'a mut Vec<Diagnostic>,
+    analyzer: Analyzer,
+    /// One per step, in order; the streamed steps' were made while the file was read.
+    analyzed: Vec<StepAnalysis>,
+}
+
+type TemplateAnalysis = Result<template::Analysis, template::SyntaxError>;
+type CondAnalysis = Result<Vec<cond::NameRef>, cond::SyntaxError>;
+
+/// What can be worked out from a step alone: its templates and conditions, parsed, and
+/// whether it is a check that looks like it changes something.
+struct StepAnalysis {
+    /// One per [`step_templates`] entry; `None` where the text is not a template.
+    templates: Vec<Option<TemplateAnalysis>>,
+    /// `expect`, then each case's `when`.
+    conditions: Vec<Rc<CondAnalysis>>,
+    mutating_check: Option<Diagnostic>,
+}
+
+/// Analyses steps one at a time. It needs nothing but the step, so it runs while the
+/// rest of the file is still being read.
+#[derive(Default)]
+struct Analyzer {
     /// Parsed conditions by text: runbooks repeat the same expectation often, and CEL
     /// parsing is the dearest part of validation.
-    conditions: HashMap<&'a str, Rc<Result<Vec<cond::NameRef>, cond::SyntaxError>>>,
+    conditions: HashMap<String, Rc<CondAnalysis>>,
+}
+
+impl Analyzer {
+    fn step(&mut self, step: &Step) -> StepAnalysis {
+        let templates = step_templates(step)
+            .into_iter()
+            .map(|(text, _)| template::is_template(text).then(|| template::analyze(text)))
+            .collect();
+        let conditions = step
+            .expect
+            .iter()
+            .chain(step.cases.iter().map(|c| &c.when))
+            .map(|expr| self.condition(expr))
+            .collect();
+        StepAnalysis {
+            templates,
+            conditions,
+            mutating_check: mutating_check(step),
+        }
+    }
+
+    fn condition(&mut self, expr: &str) -> Rc<CondAnalysis> {
+        if let Some(done) = self.conditions.get(expr) {
+            return done.clone();
+        }
+        let done = Rc::new(cond::analyze(expr));
+        self.conditions.insert(expr.to_owned(), done.clone());
+        done
+    }
 }
 
 impl<'a> Validator<'a> {
@@ -131,6 +190,11 @@ impl<'a> Validator<'a> {
                     )),
                 );
             }
+        }
+        // Steps that were not streamed (taken from a `<<` merge) are analysed now.
+        for step in &self.rb.steps[self.analyzed.len()..] {
+            let analysis = self.analyzer.step(step);
+            self.analyzed.push(analysis);
         }
         let ids = self.duplicate_ids();
         self.references(&ids);
@@ -287,19 +351,25 @@ impl<'a> Validator<'a> {
     /// Templates and conditions of every step.
     fn expressions(&mut self, plan: Option<&Plan>) {
         if let Some(lock) = &self.rb.lock {
-            self.template(lock, None, plan, Context::Text);
+            let analysis = template::is_template(lock).then(|| template::analyze(lock));
+            self.template(lock, analysis.as_ref(), None, plan, Context::Text);
         }
-        for (i, step) in self.rb.steps.iter().enumerate() {
-            for (text, ctx) in step_templates(step) {
-                self.template(text, Some(i), plan, ctx);
+        let analyzed = std::mem::take(&mut self.analyzed);
+        for ((i, step), exprs) in self.rb.steps.iter().enumerate().zip(&analyzed) {
+            for ((text, ctx), analysis) in step_templates(step).into_iter().zip(&exprs.templates) {
+                self.template(text, analysis.as_ref(), Some(i), plan, ctx);
             }
-            if let Some(expect) = &step.expect {
-                self.condition(expect, i, plan, true);
-            }
-            for case in &step.cases {
-                self.condition(&case.when, i, plan, false);
+            let exprs_in_order = step
+                .expect
+                .iter()
+                .map(|e| (e, true))
+                .chain(step.cases.iter().map(|c| (&c.when, false)));
+            for ((expr, is_expect), analysis) in exprs_in_order.zip(&exprs.conditions) {
+                self.condition(expr, analysis, i, plan, is_expect);
             }
         }
+        self.diags
+            .extend(analyzed.into_iter().filter_map(|a| a.mutating_check));
     }
 
     /// Locate `needle` (found at `offset` in the value `text`) in the source, falling back
@@ -311,14 +381,15 @@ impl<'a> Validator<'a> {
     fn template(
         &mut self,
         text: &Sp<String>,
+        analysis: Option<&TemplateAnalysis>,
         step: Option<usize>,
         plan: Option<&Plan>,
         ctx: Context,
     ) {
-        if !template::is_template(text) {
+        let Some(analysis) = analysis else {
             return;
-        }
-        let analysis = match template::analyze(text) {
+        };
+        let analysis = match analysis {
             Ok(a) => a,
             Err(err) => {
                 let span = match err.offset {
@@ -384,17 +455,13 @@ impl<'a> Validator<'a> {
 
     fn condition(
         &mut self,
-        expr: &'a Sp<String>,
+        expr: &Sp<String>,
+        analyzed: &CondAnalysis,
         step: usize,
         plan: Option<&Plan>,
         is_expect: bool,
     ) {
-        let analyzed = self
-            .conditions
-            .entry(expr.value.as_str())
-            .or_insert_with(|| Rc::new(cond::analyze(&expr.value)))
-            .clone();
-        let names = match &*analyzed {
+        let names = match analyzed {
             Ok(n) => n,
             Err(err) => {
                 let (line, col) = err.position;
@@ -629,37 +696,6 @@ impl<'a> Validator<'a> {
     }
 
     fn lints(&mut self, plan: &Plan) {
-        // A check that looks mutating is dangerous: dry runs execute checks live.
-        for step in &self.rb.steps {
-            if step.kind.value != StepKind::Check {
-                continue;
-            }
-            let found = match &step.action {
-                Some(Action::Shell(sh)) => {
-                    mutating_command(&sh.run).map(|m| (sh.run.span, m.to_string()))
-                }
-                Some(Action::SsmCommand(c)) => c
-                    .commands
-                    .iter()
-                    .find_map(|cmd| mutating_command(cmd).map(|m| (cmd.span, m.to_string()))),
-                Some(Action::Http(h))
-                    if !matches!(
-                        h.method,
-                        HttpMethod::Get | HttpMethod::Head | HttpMethod::Options
-                    ) =>
-                {
-                    Some((h.url.span, format!("HTTP {}", h.method.as_str())))
-                }
-                _ => None,
-            };
-            if let Some((span, what)) = found {
-                self.diags.push(
-                    Diagnostic::new(Code::MutatingCheck, span, format!("check `{}` looks like it changes something (`{what}`)", step.id.value))
-                        .label("mutating command in a check")
-                        .help("checks run live in a dry run; make this an `act` step (confirmed, skipped in dry runs) or use a read-only command"),
-                );
-            }
-        }
         // An act should be followed by a verify that proves it worked.
         let mut verified_after = vec![false; self.rb.steps.len()];
         for &i in plan.order.iter().rev() {
@@ -698,6 +734,34 @@ pub(crate) fn locate(source: &str, value: &Sp<String>, offset: usize, needle: &s
         Some(p) => span.narrow(source, p, needle.len()),
         None => span,
     }
+}
+
+/// A check that looks mutating is dangerous: dry runs execute checks live.
+fn mutating_check(step: &Step) -> Option<Diagnostic> {
+    if step.kind.value != StepKind::Check {
+        return None;
+    }
+    let (span, what) = match &step.action {
+        Some(Action::Shell(sh)) => mutating_command(&sh.run).map(|m| (sh.run.span, m.to_string())),
+        Some(Action::SsmCommand(c)) => c
+            .commands
+            .iter()
+            .find_map(|cmd| mutating_command(cmd).map(|m| (cmd.span, m.to_string()))),
+        Some(Action::Http(h))
+            if !matches!(
+                h.method,
+                HttpMethod::Get | HttpMethod::Head | HttpMethod::Options
+            ) =>
+        {
+            Some((h.url.span, format!("HTTP {}", h.method.as_str())))
+        }
+        _ => None,
+    }?;
+    Some(
+        Diagnostic::new(Code::MutatingCheck, span, format!("check `{}` looks like it changes something (`{what}`)", step.id.value))
+            .label("mutating command in a check")
+            .help("checks run live in a dry run; make this an `act` step (confirmed, skipped in dry runs) or use a read-only command"),
+    )
 }
 
 /// Values a step provides besides its captures.
@@ -782,4 +846,62 @@ pub fn mutating_command(command: &str) -> Option<&str> {
             })
         })
         .map(|m| m.as_str().trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(checked: &Checked) -> Vec<(Code, u32)> {
+        checked
+            .diagnostics
+            .iter()
+            .map(|d| (d.code, d.span.line))
+            .collect()
+    }
+
+    /// Steps normally arrive one by one while the file is read; steps taken from a `<<`
+    /// merge come with the finished tree. Both get every check.
+    #[test]
+    fn streamed_and_merged_steps_are_checked_alike() {
+        let steps = [
+            "  - id: probe",
+            "    kind: check",
+            "    title: Probe",
+            "    shell: rm -rf /tmp/x",
+            "    capture: { n: { stdout: int } }",
+            "  - id: decide",
+            "    kind: branch",
+            "    title: Decide",
+            "    cases:",
+            "      - when: steps.probe.n > params.nope",
+            "        goto: probe",
+            "",
+        ]
+        .join("\n");
+        let streamed = format!("apiVersion: runbook/v1\nname: t\ntitle: T\nsteps:\n{steps}");
+        let merged = format!(
+            "x-base: &base\n  steps:\n{}apiVersion: runbook/v1\nname: t\ntitle: T\n<<: *base\n",
+            steps
+                .lines()
+                .map(|l| format!("  {l}\n"))
+                .collect::<String>()
+        );
+        let a = check(&streamed, Some("t"));
+        let b = check(&merged, Some("t"));
+        let kinds = |c: &Checked| {
+            let mut v: Vec<Code> = codes(c).into_iter().map(|(code, _)| code).collect();
+            v.sort();
+            v
+        };
+        // `x-base` is an unknown field in the merged form; everything else is the same.
+        let mut want = kinds(&a);
+        assert!(want.contains(&Code::MutatingCheck), "{:?}", codes(&a));
+        assert!(want.contains(&Code::UnknownVariable), "{:?}", codes(&a));
+        want.push(Code::UnknownField);
+        want.sort();
+        assert_eq!(kinds(&b), want, "{:?}", codes(&b));
+        assert_eq!(a.runbook.map(|r| r.steps.len()), Some(2));
+        assert_eq!(b.runbook.map(|r| r.steps.len()), Some(2));
+    }
 }
