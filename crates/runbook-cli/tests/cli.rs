@@ -340,6 +340,51 @@ fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
 }
 
 /// Graphviz renders every dot graph of the library.
+/// Every graph parses with mermaid's own parser (tests/mermaid, installed by
+/// `scripts/test` with npm), so a reviewer's renderer will draw it.
+#[test]
+fn mermaid_parses_with_mermaid() {
+    let checker = root().join("tests/mermaid");
+    assert!(
+        checker.join("node_modules/mermaid").is_dir(),
+        "mermaid is not installed in tests/mermaid: run ./scripts/test, or `npm ci --prefix tests/mermaid`"
+    );
+    let diagrams: Vec<serde_json::Value> = yaml_files("runbooks")
+        .into_iter()
+        .chain(yaml_files("tests/fixtures/valid"))
+        .chain(yaml_files("examples"))
+        .map(|file| {
+            let out = runbook(&["graph", &rel(&file), "--format", "mermaid"])
+                .output()
+                .expect("run");
+            assert!(out.status.success(), "{}", rel(&file));
+            serde_json::json!({
+                "name": rel(&file),
+                "text": String::from_utf8(out.stdout).expect("utf-8"),
+            })
+        })
+        .collect();
+    assert!(diagrams.len() > 16, "{} diagrams", diagrams.len());
+    let mut node = Command::new("node")
+        .arg("check.mjs")
+        .current_dir(&checker)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node (installed by scripts/test)");
+    {
+        use std::io::Write;
+        let mut stdin = node.stdin.take().expect("stdin");
+        stdin
+            .write_all(serde_json::Value::Array(diagrams).to_string().as_bytes())
+            .expect("write diagrams");
+    }
+    let out = node.wait_with_output().expect("node");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "mermaid rejected:\n{report}");
+    assert!(report.contains(" diagrams parse"), "{report}");
+}
+
 #[test]
 fn dot_renders_with_graphviz() {
     for file in yaml_files("runbooks")
