@@ -496,17 +496,21 @@ fn merged(mut map: MapFrame) -> Result<Vec<(Key, Node)>, (String, Span)> {
 /// The value of a scalar, as serde-saphyr resolves a scalar into an untyped value.
 fn resolve(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
     let plain = style == ScalarStyle::Plain;
+    let shown = || match text {
+        "" => "an empty value".to_string(),
+        _ => format!("`{text}`"),
+    };
     match tag.and_then(Tag::core_suffix) {
         Some("str") => return Ok(Value::Str(text.to_owned())),
         Some("null") => return Ok(Value::Null),
         Some("bool") => {
             return yaml11_bool(text)
                 .map(Value::Bool)
-                .ok_or_else(|| format!("`{text}` is tagged !!bool but is not a boolean"));
+                .ok_or_else(|| format!("{} is tagged !!bool but is not a boolean", shown()));
         }
         Some("int") => {
             return int(text.trim())
-                .ok_or_else(|| format!("`{text}` is tagged !!int but is not an integer"));
+                .ok_or_else(|| format!("{} is tagged !!int but is not an integer", shown()));
         }
         Some("float") => {
             let t = text.trim();
@@ -516,7 +520,7 @@ fn resolve(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, S
                     other => other,
                 })
                 .or_else(|| float(t).map(Value::Float))
-                .ok_or_else(|| format!("`{text}` is tagged !!float but is not a number"));
+                .ok_or_else(|| format!("{} is tagged !!float but is not a number", shown()));
         }
         _ => {}
     }
