@@ -36,6 +36,13 @@ proptest! {
         check_invariants(&text);
     }
 
+    /// Anchors, aliases, merge keys, tags and document markers, which the tree builder
+    /// resolves itself.
+    #[test]
+    fn yaml_features_never_panic(text in "(( {0,4}(- )?([a-z]{1,3}|<<|steps): ?(&[ab] |!!(int|str|bool|float|null) )?(\\*[ab]|[a-z0-9]{0,4}|\\{\\}|\\[\\])?|---)\n){0,30}") {
+        check_invariants(&text);
+    }
+
     /// Delete, duplicate or replace a byte range of a valid runbook.
     #[test]
     fn mutated_runbook_never_panics(start in 0usize..SEED.len(), len in 0usize..40, op in 0u8..3, insert in "[ -~\n]{0,12}") {
