@@ -1213,6 +1213,54 @@ fn secrets_never_reach_output_json_or_the_journal() {
     assert!(!recorded.contains(token) && !recorded.contains(password));
 }
 
+/// Output is masked a line at a time: a secret that spans lines (a private key) is
+/// hidden line by line.
+#[test]
+fn multi_line_secrets_are_masked_line_by_line() {
+    let lines = ["MIIEvQIBADANBgkqhkiG9w0B", "c2VjcmV0LWxpbmUtdHdv"];
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("multiline-secret.yaml");
+    std::fs::write(
+        &book,
+        "apiVersion: runbook/v1\nname: multiline-secret\ntitle: A key printed line by line\n\
+         params:\n  key: { type: secret }\nsteps:\n  - id: show\n    kind: check\n\
+         \x20   title: Print the key\n    shell: printf '%s\\n' {{params.key}}\n",
+    )
+    .unwrap();
+    let params = dir.path().join("params.yaml");
+    std::fs::write(
+        &params,
+        format!(
+            "key: |\n  -----BEGIN KEY-----\n  {}\n  {}\n  -----END KEY-----\n",
+            lines[0], lines[1]
+        ),
+    )
+    .unwrap();
+    for output in ["human", "json"] {
+        let out = runbook()
+            .env("RUNBOOK_STATE_DIR", state.path())
+            .args(["exec", book.to_str().unwrap(), "--params-file"])
+            .arg(&params)
+            .args(["--output", output])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 0, "{stdout}{stderr}");
+        for line in lines {
+            assert!(!stdout.contains(line), "{output}: {stdout}");
+            assert!(!stderr.contains(line), "{output}: {stderr}");
+        }
+        assert!(stdout.matches("***").count() >= 4, "{output}: {stdout}");
+    }
+    for entry in std::fs::read_dir(state.path().join("runs")).unwrap() {
+        let recorded = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in lines {
+            assert!(!recorded.contains(line), "{recorded}");
+        }
+    }
+}
+
 #[test]
 fn from_starts_at_a_step_and_runs_the_producers_it_needs() {
     let out = runbook()

@@ -5,6 +5,10 @@ use std::sync::RwLock;
 /// The replacement text.
 pub const MASK: &str = "***";
 
+/// Lines of a multi-line secret shorter than this are not masked on their own: a line
+/// such as `}` or `--` would hide ordinary output everywhere.
+const MIN_LINE: usize = 4;
+
 /// The secret values of a run. Captures marked `secret` are added as they are taken.
 #[derive(Debug, Default)]
 pub struct Masker {
@@ -21,10 +25,18 @@ impl Masker {
         m
     }
 
-    /// Add a value to hide from now on.
+    /// Add a value to hide from now on. Output is masked a line at a time, so each line
+    /// of a multi-line secret (a private key, say) is hidden on its own as well.
     pub fn add(&self, secret: String) {
         if secret.is_empty() {
             return;
+        }
+        if secret.contains('\n') {
+            for line in secret.lines().map(str::trim) {
+                if line.chars().count() >= MIN_LINE {
+                    self.add(line.to_string());
+                }
+            }
         }
         if let Ok(mut v) = self.secrets.write() {
             if !v.contains(&secret) {
@@ -94,5 +106,15 @@ mod tests {
             serde_json::json!({"a": ["x***x", 1]})
         );
         assert_eq!(m.mask("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn multi_line_secrets_are_masked_line_by_line() {
+        let key = "-----BEGIN KEY-----\r\nMIIEvQIBADANBgkq\n  c2VjcmV0\n}\n-----END KEY-----\n";
+        let m = Masker::new([key.to_string()]);
+        assert_eq!(m.mask(key), "***");
+        assert_eq!(m.mask("line: MIIEvQIBADANBgkq"), "line: ***");
+        assert_eq!(m.mask("c2VjcmV0"), "***");
+        assert_eq!(m.mask("}"), "}", "lines too short to mask alone stay");
     }
 }
