@@ -96,7 +96,9 @@ const ALIAS_EXPANSION_LIMIT: usize = 1_000_000;
 
 /// Parse YAML text into a spanned tree. Errors carry the parser's location.
 pub fn parse(source: &str) -> Result<Node, (String, Span)> {
-    build(source, None)
+    let mut builder = Builder::default();
+    feed(&mut builder, source, parser(source))?;
+    Ok(builder.finish())
 }
 
 /// Like [`parse`], but each item of the top-level `steps` list is handed to `on_step`
@@ -104,72 +106,66 @@ pub fn parse(source: &str) -> Result<Node, (String, Span)> {
 ///
 /// The YAML parser runs on a second thread while the caller's thread builds the tree
 /// and works on the steps, so on a big runbook checking the steps costs almost nothing
-/// on top of parsing.
+/// on top of parsing. Without a thread to be had, everything runs on the caller's.
 pub fn parse_streaming_steps(
     source: &str,
     on_step: &mut dyn FnMut(usize, Node),
 ) -> Result<Node, (String, Span)> {
-    build(source, Some(on_step))
+    let mut builder = Builder {
+        on_step: Some(on_step),
+        ..Builder::default()
+    };
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch<'_>>(4);
+        let reader = std::thread::Builder::new()
+            .name("yaml-reader".into())
+            .spawn_scoped(scope, move || {
+                let mut batch = Vec::with_capacity(BATCH);
+                for next in parser(source) {
+                    let failed = next.is_err();
+                    batch.push(next);
+                    if failed || batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        // A send fails when the builder stopped at an error of its own.
+                        if tx.send(full).is_err() || failed {
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(batch);
+            });
+        match reader {
+            Ok(_) => feed(&mut builder, source, rx.into_iter().flatten()),
+            Err(_) => feed(&mut builder, source, parser(source)),
+        }
+    })?;
+    Ok(builder.finish())
 }
 
 /// Events handed from the parser thread at a time.
 const BATCH: usize = 2048;
 
-type Batch<'a> = Result<Vec<(Event<'a>, granit_parser::Span)>, ScanError>;
+type Item<'a> = Result<(Event<'a>, granit_parser::Span), ScanError>;
+type Batch<'a> = Vec<Item<'a>>;
 
-fn build(
-    source: &str,
-    on_step: Option<&mut dyn FnMut(usize, Node)>,
-) -> Result<Node, (String, Span)> {
+fn parser(source: &str) -> granit_parser::Parser<'_, granit_parser::StrInput<'_>> {
     let mut options = granit_parser::Options::default();
     // Comments are never read; not capturing them saves time on big files.
     options.emit_comments = false;
-    let mut builder = Builder {
-        on_step,
-        ..Builder::default()
-    };
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch<'_>>(4);
-        scope.spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
-            for next in granit_parser::Parser::new_from_str_with_options(source, options) {
-                match next {
-                    Ok(item) => {
-                        batch.push(item);
-                        if batch.len() == BATCH {
-                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                            if tx.send(Ok(full)).is_err() {
-                                // The reader stopped at an error of its own.
-                                return;
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        let _ = tx.send(Ok(batch));
-                        let _ = tx.send(Err(err));
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send(Ok(batch));
-        });
-        for batch in rx {
-            let batch = batch.map_err(|err| scan_error(source, &err))?;
-            for (event, span) in batch {
-                builder.event(event, to_span(source, span))?;
-            }
-        }
-        Ok(())
-    })?;
-    Ok(builder.root.unwrap_or(Node {
-        value: Value::Null,
-        span: Span {
-            offset: 0,
-            len: 0,
-            line: 1,
-            column: 1,
-        },
-    }))
+    granit_parser::Parser::new_from_str_with_options(source, options)
+}
+
+/// Build from events until the end or the first error.
+fn feed<'a>(
+    builder: &mut Builder<'_>,
+    source: &'a str,
+    events: impl Iterator<Item = Item<'a>>,
+) -> Result<(), (String, Span)> {
+    for next in events {
+        let (event, span) = next.map_err(|err| scan_error(source, &err))?;
+        builder.event(event, to_span(source, span))?;
+    }
+    Ok(())
 }
 
 fn scan_error(source: &str, err: &ScanError) -> (String, Span) {
@@ -284,6 +280,19 @@ impl MapFrame {
 type Step = Result<(), (String, Span)>;
 
 impl Builder<'_> {
+    /// The document; an empty file is a null at its start.
+    fn finish(self) -> Node {
+        self.root.unwrap_or(Node {
+            value: Value::Null,
+            span: Span {
+                offset: 0,
+                len: 0,
+                line: 1,
+                column: 1,
+            },
+        })
+    }
+
     fn event(&mut self, event: Event<'_>, span: Span) -> Step {
         match event {
             Event::DocumentStart(..) => {
