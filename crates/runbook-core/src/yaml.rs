@@ -277,7 +277,8 @@ impl MapFrame {
     }
 }
 
-type Step = Result<(), (String, Span)>;
+/// What handling one event comes to: nothing, or the error that ends the parse.
+type Outcome = Result<(), (String, Span)>;
 
 impl Builder<'_> {
     /// The document; an empty file is a null at its start.
@@ -293,7 +294,7 @@ impl Builder<'_> {
         })
     }
 
-    fn event(&mut self, event: Event<'_>, span: Span) -> Step {
+    fn event(&mut self, event: Event<'_>, span: Span) -> Outcome {
         match event {
             Event::DocumentStart(..) => {
                 if self.documents > 0 {
@@ -416,7 +417,7 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn no_collection_key(&mut self, span: Span) -> Step {
+    fn no_collection_key(&mut self, span: Span) -> Outcome {
         if awaiting_key(&mut self.stack).is_some() {
             return Err((
                 "a mapping key must be a string, not a list or mapping".into(),
@@ -427,7 +428,7 @@ impl Builder<'_> {
     }
 
     /// Hand a finished value to the collection it is in, or make it the document.
-    fn add(&mut self, node: Node, count: usize) -> Step {
+    fn add(&mut self, node: Node, count: usize) -> Outcome {
         let Some(frame) = self.stack.last_mut() else {
             self.root = Some(node);
             return Ok(());
