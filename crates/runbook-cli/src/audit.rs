@@ -174,6 +174,18 @@ fn facts(records: &[Record]) -> Option<Facts> {
     })
 }
 
+/// A row of `audit list` for a file that is not a readable run: its id and why.
+fn problem_row(id: String, why: String) -> Vec<String> {
+    vec![
+        id,
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        why,
+    ]
+}
+
 fn list(state: &Path) -> anyhow::Result<Exit> {
     let mut rows = Vec::new();
     for path in journals(state)? {
@@ -181,14 +193,7 @@ fn list(state: &Path) -> anyhow::Result<Exit> {
         let read = match journal::read(&path) {
             Ok(r) => r,
             Err(e) => {
-                rows.push(vec![
-                    id,
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    format!("unreadable: {e}"),
-                ]);
+                rows.push(problem_row(id, format!("unreadable: {e}")));
                 continue;
             }
         };
@@ -196,14 +201,7 @@ fn list(state: &Path) -> anyhow::Result<Exit> {
             let why = read
                 .problem
                 .map_or_else(|| "empty".to_string(), |p| p.message);
-            rows.push(vec![
-                id,
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                format!("not a run journal: {why}"),
-            ]);
+            rows.push(problem_row(id, format!("not a run journal: {why}")));
             continue;
         };
         let (duration, mut status) = match &f.finished {

@@ -1317,28 +1317,14 @@ fn print_summary(rb: &Runbook, report: &Report, color: bool, dry: bool) {
         &["STEP", "KIND", "STATUS", "TIME", "NOTE"],
         &rows,
     ));
-    let (style, word) = match report.status {
-        RunStatus::Succeeded => (
-            Style::new().fg_color(Some(AnsiColor::Green.into())).bold(),
-            "succeeded",
-        ),
-        RunStatus::Failed => (
-            Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
-            "failed",
-        ),
-        RunStatus::Escalated => (
-            Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
-            "failed and escalated",
-        ),
-        RunStatus::Aborted => (
-            Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold(),
-            "stopped by the operator",
-        ),
-        RunStatus::Interrupted => (
-            Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold(),
-            "interrupted",
-        ),
+    let (colour, word) = match report.status {
+        RunStatus::Succeeded => (AnsiColor::Green, "succeeded"),
+        RunStatus::Failed => (AnsiColor::Red, "failed"),
+        RunStatus::Escalated => (AnsiColor::Red, "failed and escalated"),
+        RunStatus::Aborted => (AnsiColor::Yellow, "stopped by the operator"),
+        RunStatus::Interrupted => (AnsiColor::Yellow, "interrupted"),
     };
+    let style = Style::new().fg_color(Some(colour.into())).bold();
     let (s, e) = if color {
         (style.render().to_string(), style.render_reset().to_string())
     } else {

@@ -323,41 +323,33 @@ pub fn render_step(
             .map(|(k, v)| Ok((k.clone(), list(field, v, Context::Text)?)))
             .collect()
     };
+    let opt = |field: &str, text: &Option<crate::model::Sp<String>>| {
+        text.as_ref()
+            .map(|t| render(Context::Text, field, t))
+            .transpose()
+    };
+    let map = |field: &str,
+               m: &indexmap::IndexMap<String, crate::model::Sp<String>>|
+     -> Result<BTreeMap<String, String>, RenderError> {
+        m.iter()
+            .map(|(k, v)| Ok((k.clone(), render(Context::Text, field, v)?)))
+            .collect()
+    };
     let title = render(Context::Text, "title", &step.title)?;
-    let confirm = step
-        .confirm
-        .as_ref()
-        .map(|c| render(Context::Text, "confirm", c))
-        .transpose()?;
+    let confirm = opt("confirm", &step.confirm)?;
     let action = match &step.action {
         None => None,
         Some(Action::Shell(sh)) => Some(RenderedAction::Shell {
             run: render(Context::Shell, "shell", &sh.run)?,
-            env: sh
-                .env
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), render(Context::Text, "shell.env", v)?)))
-                .collect::<Result<_, RenderError>>()?,
-            cwd: sh
-                .cwd
-                .as_ref()
-                .map(|c| render(Context::Text, "shell.cwd", c))
-                .transpose()?,
+            env: map("shell.env", &sh.env)?,
+            cwd: opt("shell.cwd", &sh.cwd)?,
             interpreter: sh.interpreter.clone().unwrap_or_else(|| "bash".into()),
         }),
         Some(Action::Http(h)) => Some(RenderedAction::Http {
             method: h.method.as_str().to_string(),
             url: render(Context::Url, "http.url", &h.url)?,
-            headers: h
-                .headers
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), render(Context::Text, "http.headers", v)?)))
-                .collect::<Result<_, RenderError>>()?,
-            body: h
-                .body
-                .as_ref()
-                .map(|b| render(Context::Text, "http.body", b))
-                .transpose()?,
+            headers: map("http.headers", &h.headers)?,
+            body: opt("http.body", &h.body)?,
             status: h.status.clone(),
         }),
         Some(Action::Wait(d)) => Some(RenderedAction::Wait {
@@ -378,11 +370,7 @@ pub fn render_step(
             tags: list_map("ssm_command.tags", &c.tags)?,
             max_concurrency: c.max_concurrency.clone(),
             max_errors: c.max_errors.clone(),
-            comment: c
-                .comment
-                .as_ref()
-                .map(|x| render(Context::Text, "ssm_command.comment", x))
-                .transpose()?,
+            comment: opt("ssm_command.comment", &c.comment)?,
             output_s3_bucket: c.output_s3_bucket.clone(),
             output_s3_prefix: c.output_s3_prefix.clone(),
             cloudwatch_log_group: c.cloudwatch_log_group.clone(),

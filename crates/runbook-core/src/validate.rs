@@ -196,6 +196,11 @@ impl<'a> Validator<'a> {
             let analysis = self.analyzer.step(step);
             self.analyzed.push(analysis);
         }
+        let mutating = self
+            .analyzed
+            .iter_mut()
+            .filter_map(|a| a.mutating_check.take());
+        self.diags.extend(mutating);
         let ids = self.duplicate_ids();
         self.references(&ids);
         let plan = match Plan::build(self.rb) {
@@ -368,8 +373,6 @@ impl<'a> Validator<'a> {
                 self.condition(expr, analysis, i, plan, is_expect);
             }
         }
-        self.diags
-            .extend(analyzed.into_iter().filter_map(|a| a.mutating_check));
     }
 
     /// Locate `needle` (found at `offset` in the value `text`) in the source, falling back
