@@ -297,7 +297,7 @@ fn cell(text: &str) -> String {
 }
 
 /// An incident timeline: what was checked, what was changed, by whom, when.
-fn markdown(path: &Path, records: &[Record]) -> String {
+pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
     let mut md = String::new();
     let Some(f) = facts(records) else {
         return md;
@@ -386,12 +386,18 @@ fn markdown(path: &Path, records: &[Record]) -> String {
                 status,
                 duration_ms,
                 message,
+                killed,
                 ..
             } if kinds.get(step).is_some_and(|k| k == "act") => {
                 let lines = actions.get(step).cloned().unwrap_or_default();
                 let how = match status {
                     Status::Succeeded => format!("done in {}", crate::exec::secs(*duration_ms)),
                     Status::NotExecuted => "not executed (dry run)".to_string(),
+                    _ if killed.is_some() => format!(
+                        "OUTCOME UNKNOWN: {} after {}; it may have been partly applied",
+                        killed.map_or("", |k| k.as_str()),
+                        crate::exec::secs(*duration_ms)
+                    ),
                     other => format!(
                         "{}{}",
                         other.as_str(),
@@ -488,16 +494,20 @@ fn markdown(path: &Path, records: &[Record]) -> String {
                 status,
                 duration_ms,
                 message,
+                killed,
                 ..
             } => row(
                 step,
                 format!(
-                    "{} after {}{}",
+                    "{} after {}{}{}",
                     status.as_str(),
                     crate::exec::secs(*duration_ms),
                     message
                         .as_deref()
                         .map(|m| format!(": {m}"))
+                        .unwrap_or_default(),
+                    killed
+                        .map(|k| format!(" ({}; outcome unknown)", k.as_str()))
                         .unwrap_or_default()
                 ),
             ),

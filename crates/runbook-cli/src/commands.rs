@@ -541,7 +541,7 @@ fn show(cli: &Cli, name: &str, format: ShowFormat) -> anyhow::Result<Exit> {
 }
 
 /// The procedure as a person reads it; `markdown` writes a wiki page.
-fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
+pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
     let mut o = String::new();
     let sev = rb.severity.map(|s| s.as_str()).unwrap_or("-");
     if markdown {
@@ -793,7 +793,7 @@ fn mermaid_text(s: &str) -> String {
 }
 
 /// A mermaid flowchart: checks are rectangles, acts hexagons, verifies stadiums, branches diamonds.
-fn mermaid(rb: &Runbook, plan: &Plan) -> String {
+pub(crate) fn mermaid(rb: &Runbook, plan: &Plan) -> String {
     let mut o = String::from("flowchart TD\n");
     for &i in &plan.order {
         let s = &rb.steps[i];
@@ -832,7 +832,7 @@ fn dot_text(s: &str) -> String {
 }
 
 /// A Graphviz digraph with the same shapes as the mermaid output.
-fn dot(rb: &Runbook, plan: &Plan) -> String {
+pub(crate) fn dot(rb: &Runbook, plan: &Plan) -> String {
     let mut o = format!(
         "digraph \"{}\" {{\n    rankdir=TB;\n    node [fontname=\"Helvetica\"];\n    edge [fontname=\"Helvetica\", fontsize=10];\n",
         dot_text(&rb.name.value)

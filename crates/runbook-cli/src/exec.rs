@@ -273,7 +273,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
     // Acts that were in flight may have been partly applied: never re-run them unasked.
     let mut restored = state.restored.clone();
     let mut inflight_notes = Vec::new();
-    for id in &state.inflight {
+    for runbook_exec::resume::Inflight { step: id, killed } in &state.inflight {
         let Some(i) = plan.index(id) else { continue };
         let step = &rb.steps[i];
         if step.kind.value != runbook_core::model::StepKind::Act {
@@ -285,12 +285,13 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         } else if args.rerun_inflight_acts {
             InflightChoice::Rerun
         } else if interactive {
-            ask_inflight(id, &step.title.value)
+            ask_inflight(id, &step.title.value, *killed)
         } else {
             bail!(
-                "act `{id}` was running when the run stopped and may have been partly applied; \
+                "act `{id}` {} and may have been partly applied; \
                  check the system, then resume with --inflight-done {id} (it was applied) or \
-                 --rerun-inflight-acts (run it again), or resume in a terminal to be asked"
+                 --rerun-inflight-acts (run it again), or resume in a terminal to be asked",
+                unknown_why(*killed)
             );
         };
         match choice {
@@ -428,11 +429,24 @@ enum InflightChoice {
     Abort,
 }
 
-fn ask_inflight(id: &str, title: &str) -> InflightChoice {
+/// Why an act's outcome is unknown, as the end of "act `x` ...".
+fn unknown_why(killed: Option<runbook_exec::event::Killed>) -> String {
+    match killed {
+        None => "was running when the run stopped".into(),
+        Some(k) => format!("was {} before it finished", k.as_str()),
+    }
+}
+
+fn ask_inflight(
+    id: &str,
+    title: &str,
+    killed: Option<runbook_exec::event::Killed>,
+) -> InflightChoice {
     let mut err = anstream::stderr();
     let _ = writeln!(
         err,
-        "act `{id}` ({title}) was running when the run stopped: it may have been partly applied."
+        "act `{id}` ({title}) {}: it may have been partly applied.",
+        unknown_why(killed)
     );
     loop {
         let Some(line) = read_answer("Was it applied? [d]one / [r]un again / [a]bort: ") else {
@@ -1215,6 +1229,7 @@ impl Sink for Human {
                 status,
                 duration_ms,
                 message,
+                killed,
                 ..
             } => {
                 self.unspin(step);
@@ -1226,10 +1241,16 @@ impl Sink for Human {
                     .ok()
                     .and_then(|k| k.get(step).cloned())
                     .unwrap_or_default();
-                let msg = message
+                let mut msg = message
                     .as_deref()
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default();
+                if let Some(k) = killed.filter(|_| kind == "act") {
+                    msg.push_str(&format!(
+                        " (outcome unknown: {}; it may have been partly applied)",
+                        k.as_str()
+                    ));
+                }
                 let time = if matches!(
                     status,
                     Status::Skipped | Status::NotExecuted | Status::Pending
@@ -1357,9 +1378,8 @@ fn print_summary(rb: &Runbook, report: &Report, color: bool, dry: bool) {
 /// A summary note: the first line, at most 80 characters (the step line has it whole).
 fn note(message: &str) -> String {
     let first = message.lines().next().unwrap_or_default();
-    if first.chars().count() > 80 || message.contains('\n') {
-        let cut: String = first.chars().take(79).collect();
-        format!("{cut}…")
+    if first.chars().nth(80).is_some() || message.contains('\n') {
+        format!("{}…", runbook_core::text::prefix_chars(first, 79))
     } else {
         first.to_string()
     }

@@ -7,6 +7,8 @@ mod audit;
 mod commands;
 mod diagnostics;
 mod exec;
+#[cfg(test)]
+mod fuzz;
 mod library;
 mod table;
 

@@ -690,6 +690,36 @@ mod pty {
         assert!(text.contains("aborted by the operator"), "{text}");
         assert!(!dir.path().join("changed").exists());
     }
+
+    #[test]
+    fn an_act_killed_by_an_abort_is_never_rerun_unasked() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.current_dir(root())
+            .env("NO_COLOR", "1")
+            .env("RUNBOOK_STATE_DIR", state.path())
+            .env("TERM", "dumb")
+            .args(["exec", &fixture("killed-act"), "-p"])
+            .arg(format!("dir={}", dir.path().display()));
+        let mut s = Session::spawn(cmd).expect("spawn in a pty");
+        s.set_expect_timeout(Some(Duration::from_secs(60)));
+        s.expect("Run this step? [y/N/skip/abort]").unwrap();
+        s.send_line("y").unwrap();
+        // The manual step is asked once the act has started (its check waits for that).
+        s.expect("manual look").unwrap();
+        s.expect("Done? [y/N/skip/abort]").unwrap();
+        s.send_line("abort").unwrap();
+        let (code, text) = finish(s);
+        assert_eq!(code, 3, "{text}");
+        assert!(text.contains("outcome unknown"), "{text}");
+        super::resume::killed_act_is_not_rerun(
+            state.path(),
+            dir.path(),
+            "abort",
+            &["--auto-manual"],
+        );
+    }
 }
 
 mod audit {
@@ -1108,6 +1138,113 @@ mod resume {
         );
     }
 
+    fn lines_in(dir: &Path, file: &str) -> usize {
+        std::fs::read_to_string(dir.join(file)).map_or(0, |t| t.lines().count())
+    }
+
+    /// A killed act's outcome is unknown: resume without a decision is refused naming it,
+    /// `--inflight-done` counts it as done without running it again, and what follows runs.
+    pub(super) fn killed_act_is_not_rerun(state: &Path, dir: &Path, killed: &str, flags: &[&str]) {
+        assert_eq!(lines_in(dir, "count"), 1, "the act did not start once");
+        let shown = text(&with_state(state, &["audit", "show", "last"])).0;
+        assert!(shown.contains(killed), "{shown}");
+        assert!(shown.contains("outcome unknown"), "{shown}");
+        let md = text(&with_state(
+            state,
+            &["audit", "show", "last", "--format", "markdown"],
+        ))
+        .0;
+        assert!(md.contains("**change** OUTCOME UNKNOWN"), "{md}");
+        let json = text(&with_state(
+            state,
+            &["audit", "show", "last", "--format", "json"],
+        ))
+        .0;
+        assert!(
+            json.lines().any(|l| l.contains("\"step_finished\"")
+                && l.contains("\"step\":\"change\"")
+                && l.contains(&format!("\"killed\":\"{killed}\""))),
+            "{json}"
+        );
+
+        let mut args = vec!["resume", "last", "--yes"];
+        args.extend_from_slice(flags);
+        let out = with_state(state, &args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 2, "{stdout}{stderr}");
+        assert!(stderr.contains("act `change` was killed"), "{stderr}");
+        assert!(stderr.contains("--inflight-done change"), "{stderr}");
+        assert_eq!(lines_in(dir, "count"), 1);
+
+        args.extend_from_slice(&["--inflight-done", "change"]);
+        let out = with_state(state, &args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 0, "{stdout}{stderr}");
+        assert!(stdout.contains("change: counted as done"), "{stdout}");
+        assert_eq!(lines_in(dir, "count"), 1, "the killed act ran again");
+        assert_eq!(lines_in(dir, "after"), 1);
+        assert!(!dir.join("done").exists());
+        let out = with_state(state, &["audit", "verify", "last"]);
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+    }
+
+    #[test]
+    fn an_act_killed_by_the_second_interrupt_is_never_rerun_unasked() {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = runbook()
+            .env("RUNBOOK_STATE_DIR", state.path())
+            .args([
+                "exec",
+                &fixture("killed-act"),
+                "--yes",
+                "--auto-manual",
+                "-p",
+            ])
+            .arg(format!("dir={}", dir.path().display()))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+        let mut seen = Vec::new();
+        let mut sent = 0;
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            // The act is running and everything else that can run has run.
+            let next = (sent == 0 && line.contains("look ok"))
+                || (sent == 1 && line.contains("interrupted: no new steps start"));
+            seen.push(line);
+            if next {
+                kill(pid, Signal::SIGINT).unwrap();
+                sent += 1;
+            }
+        }
+        let status = child.wait().unwrap();
+        let all = seen.join("\n");
+        assert_eq!(status.code(), Some(130), "{all}");
+        assert!(all.contains("outcome unknown"), "{all}");
+        killed_act_is_not_rerun(state.path(), dir.path(), "interrupt", &["--auto-manual"]);
+    }
+
+    #[test]
+    fn an_act_killed_at_its_timeout_is_never_rerun_unasked() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = runbook()
+            .env("RUNBOOK_STATE_DIR", state.path())
+            .args(["exec", &fixture("timed-out-act"), "--yes", "-p"])
+            .arg(format!("dir={}", dir.path().display()))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 1, "{stdout}{stderr}");
+        assert!(stdout.contains("timed out"), "{stdout}");
+        killed_act_is_not_rerun(state.path(), dir.path(), "timeout", &[]);
+    }
+
     #[test]
     fn a_changed_runbook_is_refused_unless_forced() {
         let state = tempfile::tempdir().unwrap();
@@ -1173,6 +1310,51 @@ mod resume {
             text(&out)
         );
     }
+}
+
+#[test]
+fn multibyte_output_captures_and_secrets() {
+    // Japanese, a 4-byte emoji and a combining mark in the secret.
+    let token = "秘密🔑トークンe\u{301}xyz";
+    let state = tempfile::tempdir().unwrap();
+    for output in ["human", "json"] {
+        let out = runbook()
+            .env("RUNBOOK_STATE_DIR", state.path())
+            .env("RB_TEST_TOKEN", token)
+            .args(["exec", &fixture("multibyte"), "--output", output])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        let shown = format!("{stdout}{stderr}");
+        assert_eq!(code(&out), 0, "{}", runbook_core_tail(&shown));
+        assert!(shown.contains("テスト🚀e\u{301}"), "split read");
+        assert!(
+            shown.contains("bad \u{fffd}\u{fffd} bytes"),
+            "invalid UTF-8 shown as U+FFFD"
+        );
+        assert!(shown.contains("190"), "regex capture");
+        for part in ["秘", "秘密", "🔑", "トークン", "xyz"] {
+            assert!(
+                !shown.contains(part),
+                "{output}: `{part}` of the secret is shown"
+            );
+        }
+    }
+    for entry in std::fs::read_dir(state.path().join("runs")).unwrap() {
+        let journal = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for part in ["秘", "🔑", "トークン"] {
+            assert!(
+                !journal.contains(part),
+                "`{part}` of the secret is in the journal"
+            );
+        }
+    }
+}
+
+/// The end of a long output, for an assertion message.
+fn runbook_core_tail(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    chars[chars.len().saturating_sub(3000)..].iter().collect()
 }
 
 #[test]

@@ -1122,7 +1122,8 @@ impl<'a> Converter<'a> {
                         jmespath::ErrorReason::Parse(msg) => msg.clone(),
                         other => other.to_string(),
                     };
-                    let at = crate::validate::locate(self.source, &expr, err.offset.min(expr.len()), expr.get(err.offset..).map_or("", |s| &s[..s.len().min(1)]));
+                    let offset = crate::text::floor_boundary(&expr, err.offset);
+                    let at = crate::validate::locate(self.source, &expr, offset, crate::text::char_at(&expr, offset));
                     self.push(
                         Diagnostic::new(Code::JmespathSyntax, at, format!("`json` of {what} is not valid JMESPath: {reason}"))
                             .label("invalid JMESPath")

@@ -16,6 +16,7 @@ pub mod model;
 pub mod plan;
 pub mod render;
 pub mod template;
+pub mod text;
 pub mod validate;
 pub mod yaml;
 

@@ -75,7 +75,7 @@ pub fn analyze(text: &str) -> Result<Analysis, SyntaxError> {
         message: err.reason().to_string(),
         offset: err
             .pos()
-            .map(|(line, col)| line_col_offset(text, line, col)),
+            .map(|(line, col)| crate::text::line_col_offset(text, line, col)),
     })?;
     walk(&template, text, false, &mut analysis);
     Ok(analysis)
@@ -126,22 +126,8 @@ fn analyze_simple(text: &str) -> Option<Analysis> {
     Some(analysis)
 }
 
-fn line_col_offset(text: &str, line: usize, col: usize) -> usize {
-    let mut offset = 0;
-    for (i, l) in text.split_inclusive('\n').enumerate() {
-        if i + 1 == line {
-            return offset
-                + l.char_indices()
-                    .nth(col.saturating_sub(1))
-                    .map_or(l.len(), |(b, _)| b);
-        }
-        offset += l.len();
-    }
-    text.len()
-}
-
 fn expr_text(text: &str, offset: usize) -> String {
-    let rest = text.get(offset..).unwrap_or("");
+    let rest = &text[crate::text::floor_boundary(text, offset)..];
     match rest.find("}}") {
         Some(end) => {
             let mut end = end + 2;
@@ -159,7 +145,7 @@ fn walk(template: &Template, text: &str, scoped: bool, out: &mut Analysis) {
         let offset = template
             .mapping
             .get(i)
-            .map_or(0, |m| line_col_offset(text, m.0, m.1));
+            .map_or(0, |m| crate::text::line_col_offset(text, m.0, m.1));
         let expr = expr_text(text, offset);
         let at = |path: Vec<String>| VarRef {
             path,

@@ -395,12 +395,8 @@ impl<'a> Validator<'a> {
         let analysis = match analysis {
             Ok(a) => a,
             Err(err) => {
-                let span = match err.offset {
-                    Some(o) => self.locate(
-                        text,
-                        o,
-                        text.get(o..).unwrap_or("").lines().next().unwrap_or(""),
-                    ),
+                let span = match err.offset.map(|o| crate::text::floor_boundary(text, o)) {
+                    Some(o) => self.locate(text, o, text[o..].lines().next().unwrap_or("")),
                     None => text.span,
                 };
                 self.diags.push(
@@ -468,21 +464,8 @@ impl<'a> Validator<'a> {
             Ok(n) => n,
             Err(err) => {
                 let (line, col) = err.position;
-                let offset = expr
-                    .split_inclusive('\n')
-                    .take(line.saturating_sub(1))
-                    .map(str::len)
-                    .sum::<usize>()
-                    + expr.lines().nth(line.saturating_sub(1)).map_or(0, |l| {
-                        l.char_indices()
-                            .nth(col.saturating_sub(1))
-                            .map_or(l.len(), |(b, _)| b)
-                    });
-                let span = self.locate(
-                    expr,
-                    offset,
-                    expr.get(offset..).map_or("", |s| &s[..s.len().min(1)]),
-                );
+                let offset = crate::text::line_col_offset(expr, line, col);
+                let span = self.locate(expr, offset, crate::text::char_at(expr, offset));
                 self.diags.push(
                     Diagnostic::new(Code::CelSyntax, span, format!("condition does not parse: {}", err.message))
                         .label("CEL syntax error")
@@ -726,7 +709,8 @@ impl<'a> Validator<'a> {
 /// to the whole scalar (quoting or folding can make the two texts differ).
 pub(crate) fn locate(source: &str, value: &Sp<String>, offset: usize, needle: &str) -> Span {
     let span = value.span;
-    let window_end = (span.offset + span.len.max(value.len() * 2 + 64)).min(source.len());
+    let window_end =
+        crate::text::floor_boundary(source, span.offset + span.len.max(value.len() * 2 + 64));
     let Some(window) = source.get(span.offset..window_end) else {
         return span;
     };

@@ -2,10 +2,57 @@
 
 use proptest::prelude::*;
 
+#[path = "support/mutate.rs"]
+mod mutate;
+
+fn corpus() -> &'static [(String, String)] {
+    static CORPUS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    CORPUS.get_or_init(mutate::corpus)
+}
+
+/// Parse, validate, plan and render every step of a (mutated) runbook.
+fn pipeline(name: &str, text: &str) {
+    check_invariants_named(text, name);
+    let checked = runbook_core::check(text, Some(name));
+    let Some(rb) = checked.runbook.as_ref() else {
+        return;
+    };
+    let renderer = runbook_core::template::Renderer::new();
+    let params: serde_json::Map<String, serde_json::Value> = rb
+        .params
+        .keys()
+        .map(|k| (k.clone(), serde_json::json!("テスト🚀e\u{301}")))
+        .collect();
+    let steps: serde_json::Map<String, serde_json::Value> = rb
+        .steps
+        .iter()
+        .map(|s| {
+            let caps: serde_json::Map<String, serde_json::Value> = s
+                .capture
+                .keys()
+                .map(|k| (k.clone(), serde_json::json!("値")))
+                .collect();
+            (s.id.value.clone(), serde_json::Value::Object(caps))
+        })
+        .collect();
+    let data = serde_json::json!({"params": params, "steps": steps, "env": {}, "run": {"id": "r"}});
+    for step in &rb.steps {
+        if let Ok(r) = runbook_core::render::render_step(&renderer, step, &data) {
+            if let Some(a) = &r.action {
+                let _ = a.lines();
+            }
+        }
+    }
+}
+
 const SEED: &str = include_str!("../../../tests/fixtures/valid/branching.yaml");
 
 fn check_invariants(text: &str) {
-    let checked = runbook_core::check(text, Some("branching"));
+    check_invariants_named(text, "branching");
+}
+
+fn check_invariants_named(text: &str, name: &str) {
+    let checked = runbook_core::check(text, Some(name));
     for d in &checked.diagnostics {
         assert!(d.span.offset <= text.len(), "span past the end: {d:?}");
         assert!(
@@ -55,6 +102,51 @@ proptest! {
         }
         let text = String::from_utf8_lossy(&bytes);
         check_invariants(&text);
+    }
+}
+
+proptest! {
+    #![proptest_config(mutate::config())]
+
+    /// Every runbook of the repository, mutated: multi-byte text in any field, byte
+    /// flips, truncation, deleted and duplicated lines, deep nesting.
+    #[test]
+    fn mutated_library_never_panics(file in any::<prop::sample::Index>(), ms in mutate::mutations()) {
+        let (name, text) = file.get(corpus());
+        let mut text = text.clone();
+        for m in &ms {
+            text = mutate::apply(&text, m);
+        }
+        pipeline(name, &text);
+    }
+}
+
+/// The two panics found by mutating the library (issue 10), and their neighbours.
+#[test]
+fn multibyte_next_to_errors_never_panics() {
+    for (name, text) in corpus() {
+        for bad in [
+            "taskDefinitテストion.cpu",
+            "x == テスト(",
+            "テスト(",
+            "(?P<値>[0-9]+",
+            "{{テスト",
+            "テ{{params.x",
+            "🚀[0.",
+        ] {
+            for (i, line) in text.lines().enumerate() {
+                let fields = [
+                    "json: ", "expect: ", "when: ", "regex: ", "title: ", "shell: ",
+                ];
+                if fields.iter().any(|f| line.contains(f)) {
+                    let m = mutate::Mutation::Value {
+                        line: i,
+                        text: format!("\"{bad}\""),
+                    };
+                    pipeline(name, &mutate::apply(text, &m));
+                }
+            }
+        }
     }
 }
 

@@ -14,10 +14,20 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::event::Stream;
+use crate::event::{Killed, Stream};
 
-/// Longest line emitted as one output event; longer lines are split.
-const MAX_LINE: usize = 16 * 1024;
+/// Whether a line of output is all there is of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// The whole line.
+    Whole,
+    /// The line was cut at the output bound (on a character boundary); the rest of it,
+    /// and everything after, is neither shown nor kept. A secret may be cut in two.
+    Cut,
+}
+
+/// Called with each line of output.
+pub type Emit<'a> = dyn Fn(Stream, &str, Piece) + Sync + 'a;
 
 /// What an action produced.
 #[derive(Debug, Clone, Default)]
@@ -52,10 +62,17 @@ pub struct Io<'a> {
     pub kill_grace: Duration,
     /// End of the step's time budget.
     pub deadline: Option<Instant>,
-    /// Becomes true when running actions must stop.
-    pub kill: watch::Receiver<bool>,
+    /// Becomes `Some(why)` when running actions must stop.
+    pub kill: watch::Receiver<Option<Killed>>,
     /// Called with each line of output.
-    pub emit: &'a (dyn Fn(Stream, &str) + Sync),
+    pub emit: &'a Emit<'a>,
+}
+
+impl Io<'_> {
+    /// Report a whole line of output.
+    pub fn line(&self, stream: Stream, text: &str) {
+        (self.emit)(stream, text, Piece::Whole);
+    }
 }
 
 impl std::fmt::Debug for Io<'_> {
@@ -74,8 +91,8 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
-async fn killed(mut kill: watch::Receiver<bool>) {
-    if kill.wait_for(|k| *k).await.is_err() {
+async fn killed(mut kill: watch::Receiver<Option<Killed>>) {
+    if kill.wait_for(Option::is_some).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
@@ -91,34 +108,51 @@ async fn read_lines(
     mut reader: impl AsyncRead + Unpin,
     stream: Stream,
     limit: usize,
-    emit: &(dyn Fn(Stream, &str) + Sync),
+    emit: &Emit<'_>,
     out: &mut Collected,
 ) {
     let mut buf = vec![0u8; 8192];
+    // The current line, never more than fits under `limit`; what did not fit is counted.
     let mut line: Vec<u8> = Vec::new();
-    let mut announced = false;
-    let send = |bytes: &[u8], out: &mut Collected, announced: &mut bool| {
-        if out.kept.len() < limit {
-            let room = limit - out.kept.len();
-            let take = bytes.len().min(room);
-            out.kept.extend_from_slice(&bytes[..take]);
-            out.kept.push(b'\n');
-            out.dropped += (bytes.len() - take) as u64;
-            let text = String::from_utf8_lossy(bytes);
-            emit(stream, text.trim_end_matches('\r'));
+    let mut cut_off = 0u64;
+    let mut full = false;
+    let mut finish = |line: &mut Vec<u8>, cut_off: &mut u64, out: &mut Collected| {
+        if full {
+            out.dropped += line.len() as u64 + *cut_off + 1;
         } else {
-            out.dropped += bytes.len() as u64 + 1;
-            if !*announced {
-                *announced = true;
+            let piece = if *cut_off > 0 {
+                // Never end inside a character: what remains of it is dropped too.
+                let keep = runbook_core::text::utf8_complete_len(line);
+                out.dropped += (line.len() - keep) as u64 + *cut_off;
+                line.truncate(keep);
+                Piece::Cut
+            } else {
+                Piece::Whole
+            };
+            out.kept.extend_from_slice(line);
+            out.kept.push(b'\n');
+            let text = String::from_utf8_lossy(line);
+            emit(stream, text.trim_end_matches('\r'), piece);
+            if piece == Piece::Cut || out.kept.len() >= limit {
+                full = true;
                 emit(
                     stream,
                     &format!(
                         "[runbook: output beyond {} is neither shown nor kept]",
                         human_bytes(limit as u64)
                     ),
+                    Piece::Whole,
                 );
             }
         }
+        line.clear();
+        *cut_off = 0;
+    };
+    let take = |bytes: &[u8], line: &mut Vec<u8>, cut_off: &mut u64, kept: usize| {
+        let room = limit.saturating_sub(kept + line.len());
+        let n = bytes.len().min(room);
+        line.extend_from_slice(&bytes[..n]);
+        *cut_off += (bytes.len() - n) as u64;
     };
     loop {
         let n = match reader.read(&mut buf).await {
@@ -127,20 +161,14 @@ async fn read_lines(
         };
         let mut rest = &buf[..n];
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-            line.extend_from_slice(&rest[..pos]);
-            send(&line, out, &mut announced);
-            line.clear();
+            take(&rest[..pos], &mut line, &mut cut_off, out.kept.len());
+            finish(&mut line, &mut cut_off, out);
             rest = &rest[pos + 1..];
         }
-        line.extend_from_slice(rest);
-        while line.len() >= MAX_LINE {
-            let tail = line.split_off(MAX_LINE);
-            send(&line, out, &mut announced);
-            line = tail;
-        }
+        take(rest, &mut line, &mut cut_off, out.kept.len());
     }
-    if !line.is_empty() {
-        send(&line, out, &mut announced);
+    if !line.is_empty() || cut_off > 0 {
+        finish(&mut line, &mut cut_off, out);
     }
     if out.kept.last() == Some(&b'\n') {
         out.kept.pop();
@@ -349,6 +377,12 @@ pub async fn http(
             kept.extend_from_slice(&chunk[..take]);
             dropped += (chunk.len() - take) as u64;
         }
+        if dropped > 0 {
+            // Cut at the bound: never inside a character.
+            let keep = runbook_core::text::utf8_complete_len(&kept);
+            dropped += (kept.len() - keep) as u64;
+            kept.truncate(keep);
+        }
         Ok::<_, reqwest::Error>((status, kept, dropped))
     };
     let outcome = tokio::select! {
@@ -378,7 +412,7 @@ pub async fn http(
         }
     };
     let code = status.as_u16();
-    (io.emit)(
+    io.line(
         Stream::Stderr,
         &format!(
             "HTTP {status} ({})",
@@ -386,8 +420,14 @@ pub async fn http(
         ),
     );
     let body = String::from_utf8_lossy(&kept).into_owned();
-    for line in body.lines().take(50) {
-        (io.emit)(Stream::Stdout, line);
+    let mut lines = body.lines().take(50).peekable();
+    while let Some(line) = lines.next() {
+        let cut = dropped > 0 && lines.peek().is_none() && !body.ends_with('\n');
+        (io.emit)(
+            Stream::Stdout,
+            line,
+            if cut { Piece::Cut } else { Piece::Whole },
+        );
     }
     let ok = if expected.is_empty() {
         status.is_success()

@@ -208,7 +208,7 @@ async fn pause(d: Duration, io: &Io<'_>) -> Option<ActionResult> {
         () = async { match io.deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
             Some(ActionResult { timed_out: true, message: Some("timed out waiting for AWS".into()), ..ActionResult::default() })
         }
-        _ = kill.wait_for(|k| *k) => {
+        _ = kill.wait_for(Option::is_some) => {
             Some(ActionResult { killed: true, message: Some("stopped".into()), ..ActionResult::default() })
         }
     }
@@ -270,7 +270,7 @@ pub async fn run_command(aws: &Aws, cmd: &SsmCommandCall, io: Io<'_>) -> ActionR
             ..ActionResult::default()
         };
     };
-    (io.emit)(Stream::Stderr, &format!("command {command_id} sent"));
+    io.line(Stream::Stderr, &format!("command {command_id} sent"));
     let mut results: BTreeMap<String, Invocation> = BTreeMap::new();
     let mut interval = Duration::from_secs(1);
     let started = Instant::now();
@@ -299,7 +299,7 @@ pub async fn run_command(aws: &Aws, cmd: &SsmCommandCall, io: Io<'_>) -> ActionR
         let done = results.values().filter(|r| terminal(&r.status)).count();
         let progress = format!("{done} of {total} instances done");
         if progress != last_progress {
-            (io.emit)(Stream::Stderr, &progress);
+            io.line(Stream::Stderr, &progress);
             last_progress = progress;
         }
         // Tag targets: no invocation yet may mean the targets are still being resolved;
@@ -340,12 +340,12 @@ pub async fn run_command(aws: &Aws, cmd: &SsmCommandCall, io: Io<'_>) -> ActionR
         interval = next_interval(interval);
     }
     for (id, r) in &results {
-        (io.emit)(
+        io.line(
             Stream::Stderr,
             &format!("{id}: {} (response code {})", r.status, r.response_code),
         );
         for line in r.stdout.lines() {
-            (io.emit)(Stream::Stdout, &format!("{id}: {line}"));
+            io.line(Stream::Stdout, &format!("{id}: {line}"));
         }
     }
     let failed: Vec<&String> = results
@@ -550,7 +550,7 @@ pub async fn run_automation(
             };
         }
     };
-    (io.emit)(
+    io.line(
         Stream::Stderr,
         &format!("automation execution {id} started"),
     );
@@ -579,7 +579,7 @@ pub async fn run_automation(
             .map_or("Pending", AutomationExecutionStatus::as_str)
             .to_string();
         if status != last {
-            (io.emit)(Stream::Stderr, &format!("status {status}"));
+            io.line(Stream::Stderr, &format!("status {status}"));
             last = status.clone();
         }
         if matches!(
@@ -600,7 +600,7 @@ pub async fn run_automation(
                 .map(str::to_string);
             if let Some(steps) = exec.as_ref().map(|e| e.step_executions()) {
                 for s in steps {
-                    (io.emit)(
+                    io.line(
                         Stream::Stdout,
                         &format!(
                             "{}: {}{}",

@@ -95,10 +95,10 @@ pub fn quote(text: &str) -> String {
     if t.is_empty() {
         return "empty".to_string();
     }
-    if t.chars().count() <= QUOTE_LIMIT {
+    let cut = runbook_core::text::prefix_chars(t, QUOTE_LIMIT);
+    if cut.len() == t.len() {
         return format!("`{t}`");
     }
-    let cut: String = t.chars().take(QUOTE_LIMIT).collect();
     format!("`{cut}…` ({} bytes)", t.len())
 }
 

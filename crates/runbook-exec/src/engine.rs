@@ -19,8 +19,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::action::{self, ActionResult, Io};
-use crate::event::{Answer, Contact, Event, Mode, RunStatus, Sink, Status, Stream, Summary};
+use crate::action::{self, ActionResult, Io, Piece};
+use crate::event::{
+    Answer, Contact, Event, Killed, Mode, RunStatus, Sink, Status, Stream, Summary,
+};
 use crate::mask::{MASK, Masker};
 use crate::{capture, eval};
 
@@ -460,11 +462,12 @@ impl Engine {
                     exit_code: None,
                     duration_ms: 0,
                     message,
+                    killed: None,
                 });
             }
         }
         let mut rounds = vec![0u32; n];
-        let (kill_tx, kill_rx) = watch::channel(false);
+        let (kill_tx, kill_rx) = watch::channel(None);
         let mut tasks: JoinSet<(usize, u32, Outcome)> = JoinSet::new();
         let mut running = 0usize;
         let mut acts_running = 0usize;
@@ -477,7 +480,7 @@ impl Engine {
                 if let Some(e) = sh.sink.error() {
                     record_error = Some(e);
                     stopping = Some(RunStatus::Failed);
-                    let _ = kill_tx.send(true);
+                    kill_all(&kill_tx, Killed::RunStopped);
                 }
             }
             if stopping.is_none() {
@@ -544,7 +547,7 @@ impl Engine {
                     }
                     if let Some(stop) = outcome.stop {
                         if stop == RunStatus::Aborted {
-                            let _ = kill_tx.send(true);
+                            kill_all(&kill_tx, Killed::Abort);
                         }
                         stopping.get_or_insert(stop);
                     }
@@ -577,7 +580,7 @@ impl Engine {
                         interrupt_seen = level;
                         stopping = Some(RunStatus::Interrupted);
                         let action = if level >= 2 {
-                            let _ = kill_tx.send(true);
+                            kill_all(&kill_tx, Killed::Interrupt);
                             "killing running commands"
                         } else {
                             "no new steps start; running steps finish (interrupt again to kill them)"
@@ -702,6 +705,7 @@ fn decide(sh: &Shared, states: &mut [State]) {
                 exit_code: None,
                 duration_ms: 0,
                 message: Some(reason),
+                killed: None,
             });
             changed = true;
         }
@@ -897,6 +901,7 @@ impl Task<'_> {
             exit_code: end.exit_code,
             duration_ms: millis(duration),
             message: message.clone(),
+            killed: end.killed,
         });
         Outcome {
             status: end.status,
@@ -922,6 +927,7 @@ struct Ending {
     attempts: u32,
     message: Option<String>,
     exit_code: Option<i32>,
+    killed: Option<Killed>,
 }
 
 impl Ending {
@@ -934,6 +940,7 @@ impl Ending {
             attempts: 0,
             message: None,
             exit_code: None,
+            killed: None,
         }
     }
 
@@ -961,6 +968,11 @@ impl Ending {
         self.exit_code = c;
         self
     }
+
+    fn killed(mut self, k: Option<Killed>) -> Self {
+        self.killed = k;
+        self
+    }
 }
 
 async fn execute(
@@ -968,7 +980,7 @@ async fn execute(
     i: usize,
     data: Value,
     hyp: bool,
-    kill: watch::Receiver<bool>,
+    kill: watch::Receiver<Option<Killed>>,
     interrupt: watch::Receiver<u8>,
 ) -> Outcome {
     let step = &sh.runbook.steps[i];
@@ -1148,10 +1160,15 @@ async fn execute(
     attempts(&task, &action, &data, hyp, kill).await
 }
 
-async fn killed(mut kill: watch::Receiver<bool>) {
-    if kill.wait_for(|k| *k).await.is_err() {
+async fn killed(mut kill: watch::Receiver<Option<Killed>>) {
+    if kill.wait_for(Option::is_some).await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// Tell every running action to stop; the first reason given is the one recorded.
+fn kill_all(tx: &watch::Sender<Option<Killed>>, why: Killed) {
+    tx.send_if_modified(|k| k.is_none() && k.replace(why).is_none());
 }
 
 fn branch(task: &Task<'_>, data: &Value, hyp: bool) -> Outcome {
@@ -1260,7 +1277,7 @@ async fn attempts(
     action: &RenderedAction,
     data: &Value,
     hyp: bool,
-    kill: watch::Receiver<bool>,
+    kill: watch::Receiver<Option<Killed>>,
 ) -> Outcome {
     let sh = task.sh;
     let step = task.step;
@@ -1322,13 +1339,21 @@ async fn attempts(
             } else {
                 message
             };
+            let killed = if result.timed_out {
+                Some(Killed::Timeout)
+            } else if result.killed {
+                Some((*kill.borrow()).unwrap_or(Killed::RunStopped))
+            } else {
+                None
+            };
             return task.finish(
                 Ending::new(Status::Failed, Flow::None)
                     .hypothetical(hyp)
                     .result(Some(value))
                     .attempts(attempt)
                     .message(message)
-                    .exit_code(result.exit_code),
+                    .exit_code(result.exit_code)
+                    .killed(killed),
             );
         }
         sh.emit(Event::AttemptFailed {
@@ -1360,15 +1385,18 @@ async fn run_action(
     task: &Task<'_>,
     action: &RenderedAction,
     deadline: Option<Instant>,
-    kill: watch::Receiver<bool>,
+    kill: watch::Receiver<Option<Killed>>,
 ) -> ActionResult {
     let sh = task.sh;
     let id = task.id();
-    let emit = |stream: Stream, line: &str| {
+    let emit = |stream: Stream, line: &str, piece: Piece| {
         sh.emit(Event::Output {
             step: id.clone(),
             stream,
-            line: sh.masker.mask(line),
+            line: match piece {
+                Piece::Whole => sh.masker.mask(line),
+                Piece::Cut => sh.masker.mask_cut(line),
+            },
         });
     };
     let io = Io {

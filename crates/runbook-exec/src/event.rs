@@ -87,6 +87,34 @@ impl Status {
     }
 }
 
+/// Why a running action was stopped before it finished. The outcome of an act stopped
+/// this way is unknown (it may have been partly applied), so `resume` treats it like an
+/// act in flight at a crash: never run again without an explicit decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Killed {
+    /// The step's `timeout` ran out.
+    Timeout,
+    /// The run was interrupted a second time (the second Ctrl-C kills running commands).
+    Interrupt,
+    /// The operator aborted the run while the action ran.
+    Abort,
+    /// The run stopped because its journal could not be written.
+    RunStopped,
+}
+
+impl Killed {
+    /// Why, for people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Killed::Timeout => "killed at its timeout",
+            Killed::Interrupt => "killed by the second interrupt",
+            Killed::Abort => "killed when the run was aborted",
+            Killed::RunStopped => "killed when the run stopped",
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -314,6 +342,9 @@ pub enum Event {
         /// Why it failed or was skipped.
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// The action was killed before it finished: its outcome is unknown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        killed: Option<Killed>,
     },
     /// Escalation contacts shown after `on_fail: escalate`.
     Escalation {

@@ -66,6 +66,30 @@ impl Masker {
         out
     }
 
+    /// A line cut short (at the output bound): every secret replaced, and a secret's
+    /// beginning left at the very end by the cut replaced too, since the rest of it was
+    /// cut off and no longer matches.
+    pub fn mask_cut(&self, text: &str) -> String {
+        let mut out = self.mask(text);
+        let Ok(secrets) = self.secrets.read() else {
+            return MASK.to_string();
+        };
+        for s in secrets.iter() {
+            // The longest proper beginning of `s` that `out` ends with.
+            let head = s
+                .char_indices()
+                .rev()
+                .map(|(b, _)| &s[..b])
+                .find(|h| !h.is_empty() && out.ends_with(h));
+            if let Some(h) = head {
+                out.truncate(out.len() - h.len());
+                out.push_str(MASK);
+                break;
+            }
+        }
+        out
+    }
+
     /// A JSON value with every string masked.
     pub fn mask_json(&self, value: &serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
@@ -106,6 +130,21 @@ mod tests {
             serde_json::json!({"a": ["x***x", 1]})
         );
         assert_eq!(m.mask("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn a_secret_cut_in_two_is_masked_in_the_head_that_is_shown() {
+        // Japanese, emoji (4 bytes) and a combining mark in the secret.
+        let m = Masker::new(["パス🔑e\u{301}word".to_string()]);
+        assert_eq!(m.mask_cut("token=パス🔑e"), "token=***");
+        assert_eq!(m.mask_cut("token=パ"), "token=***");
+        assert_eq!(m.mask_cut("x パス🔑e\u{301}word y パス"), "x *** y ***");
+        assert_eq!(m.mask_cut("nothing"), "nothing");
+        assert_eq!(
+            m.mask("token=パス🔑e"),
+            "token=パス🔑e",
+            "whole lines are not guessed at"
+        );
     }
 
     #[test]

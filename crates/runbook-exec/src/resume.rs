@@ -9,7 +9,7 @@ use runbook_core::plan::Plan;
 use serde_json::{Value, json};
 
 use crate::engine::{Restored, Route};
-use crate::event::{Event, Mode, Origin, RunStatus, Status, Stream};
+use crate::event::{Event, Killed, Mode, Origin, RunStatus, Status, Stream};
 use crate::journal::Record;
 
 /// What the journal says about a run.
@@ -29,8 +29,18 @@ pub struct Replay {
     pub finished: Option<RunStatus>,
     /// Steps to keep as they ended.
     pub restored: Vec<Restored>,
-    /// Steps started and never finished (ids).
-    pub inflight: Vec<String>,
+    /// Steps whose outcome is unknown: started and never finished, or killed mid-way.
+    pub inflight: Vec<Inflight>,
+}
+
+/// A step whose action may have been partly applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inflight {
+    /// Step id.
+    pub step: String,
+    /// `None`: still running when the run stopped (a crash or an interrupt while it ran);
+    /// otherwise why the run killed it.
+    pub killed: Option<Killed>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -39,6 +49,7 @@ struct Seen {
     captures: serde_json::Map<String, Value>,
     decision: Option<(Option<String>, String)>,
     finished: Option<(Status, Option<i32>, u64, Option<String>)>,
+    killed: Option<Killed>,
     running: bool,
 }
 
@@ -63,6 +74,7 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
                 let s = seen.entry(step.clone()).or_default();
                 s.running = true;
                 s.finished = None;
+                s.killed = None;
                 if *attempt == 1 {
                     s.stdout.clear();
                     s.captures.clear();
@@ -96,10 +108,12 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
                 exit_code,
                 duration_ms,
                 message,
+                killed,
             } => {
                 let s = seen.entry(step.clone()).or_default();
                 s.running = false;
                 s.finished = Some((*status, *exit_code, *duration_ms, message.clone()));
+                s.killed = *killed;
             }
             Event::Rewind { from, .. } => {
                 // Everything from `from` down was reset by the engine.
@@ -122,8 +136,12 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
         let Some(s) = seen.get(&step.id.value) else {
             continue;
         };
-        if s.running {
-            inflight.push(step.id.value.clone());
+        // An act killed mid-way is as unknown as one in flight at a crash.
+        if s.running || (s.killed.is_some() && step.kind.value == StepKind::Act) {
+            inflight.push(Inflight {
+                step: step.id.value.clone(),
+                killed: s.killed,
+            });
             continue;
         }
         let Some((status, exit_code, duration_ms, message)) = s.finished.clone() else {

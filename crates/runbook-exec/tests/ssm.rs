@@ -68,8 +68,8 @@ fn invocation(status: CommandInvocationStatus, code: i32, out: &str) -> GetComma
 struct Lines(Mutex<Vec<String>>);
 
 impl Lines {
-    fn emit(&self) -> impl Fn(Stream, &str) + Sync + '_ {
-        |_, line: &str| self.0.lock().unwrap().push(line.to_string())
+    fn emit(&self) -> impl Fn(Stream, &str, runbook_exec::action::Piece) + Sync + '_ {
+        |_, line: &str, _| self.0.lock().unwrap().push(line.to_string())
     }
     fn all(&self) -> String {
         self.0.lock().unwrap().join("\n")
@@ -80,12 +80,12 @@ async fn command(
     client: Client,
     instance_ids: &[&str],
     tags: bool,
-    kill: Option<watch::Receiver<bool>>,
+    kill: Option<watch::Receiver<Option<runbook_exec::event::Killed>>>,
 ) -> (ActionResult, String) {
     let aws = Aws::from_client(client, "ap-northeast-1");
     let lines = Lines(Mutex::new(Vec::new()));
     let emit = lines.emit();
-    let (_tx, rx) = watch::channel(false);
+    let (_tx, rx) = watch::channel(None);
     let ids: Vec<String> = instance_ids.iter().map(|s| s.to_string()).collect();
     let mut tag_map = BTreeMap::new();
     if tags {
@@ -222,10 +222,11 @@ async fn stopping_cancels_the_command() {
         aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
     });
     let client = mocked(&[&send, &get, &cancel]);
-    let (tx, rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(None);
     let stopper = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-        tx.send(true).unwrap();
+        tx.send(Some(runbook_exec::event::Killed::Interrupt))
+            .unwrap();
         tx
     });
     let (r, _) = command(client, &["i-1"], false, Some(rx)).await;
@@ -268,7 +269,7 @@ async fn automation(client: Client) -> (ActionResult, String) {
     let aws = Aws::from_client(client, "ap-northeast-1");
     let lines = Lines(Mutex::new(Vec::new()));
     let emit = lines.emit();
-    let (_tx, rx) = watch::channel(false);
+    let (_tx, rx) = watch::channel(None);
     let mut params = BTreeMap::new();
     params.insert("InstanceId".to_string(), vec!["i-1".to_string()]);
     let r = run_automation(
