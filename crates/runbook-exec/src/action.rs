@@ -54,6 +54,16 @@ pub struct ActionResult {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+impl ActionResult {
+    /// An action that could not be carried out, and why.
+    pub fn failed(message: impl Into<String>) -> Self {
+        ActionResult {
+            message: Some(message.into()),
+            ..ActionResult::default()
+        }
+    }
+}
+
 /// Limits and callbacks shared by the runners.
 pub struct Io<'a> {
     /// Bytes kept per stream.

@@ -19,7 +19,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::action::{self, ActionResult, Io, Piece};
+use crate::action::{ActionResult, Io, Piece};
+use crate::backend::{AwsSettings, Backend, Live};
 use crate::event::{
     Answer, Contact, Event, Killed, Mode, RunStatus, Sink, Status, Stream, Summary,
 };
@@ -208,31 +209,12 @@ struct Shared {
     masker: Masker,
     sink: Arc<dyn Sink>,
     operator: Arc<dyn Operator>,
-    http: reqwest::Client,
+    backend: Arc<dyn Backend>,
     started: Instant,
     started_at: SystemTime,
-    #[cfg(feature = "aws")]
-    aws: tokio::sync::OnceCell<Result<crate::aws::Aws, String>>,
 }
 
 impl Shared {
-    /// The run's AWS client, created on first use.
-    #[cfg(feature = "aws")]
-    async fn aws(&self) -> Result<&crate::aws::Aws, String> {
-        let result = self
-            .aws
-            .get_or_init(|| async {
-                let from_runbook = self.runbook.aws.clone().unwrap_or_default();
-                crate::aws::Aws::connect(&crate::aws::Settings {
-                    region: self.options.aws_region.clone().or(from_runbook.region),
-                    profile: self.options.aws_profile.clone().or(from_runbook.profile),
-                })
-                .await
-            })
-            .await;
-        result.as_ref().map_err(Clone::clone)
-    }
-
     fn emit(&self, event: Event) {
         self.sink.emit(SystemTime::now(), &event);
     }
@@ -325,11 +307,11 @@ impl Engine {
         sink: Arc<dyn Sink>,
         operator: Arc<dyn Operator>,
     ) -> Result<Engine, String> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let from_runbook = runbook.aws.clone().unwrap_or_default();
+        let backend = Live::new(AwsSettings {
+            region: options.aws_region.clone().or(from_runbook.region),
+            profile: options.aws_profile.clone().or(from_runbook.profile),
+        })?;
         let (tx, rx) = watch::channel(0u8);
         let reads = runbook.steps.iter().map(|s| reads_of(&plan, s)).collect();
         Ok(Engine {
@@ -345,16 +327,23 @@ impl Engine {
                 masker: Masker::new(secrets),
                 sink,
                 operator,
-                http,
+                backend: Arc::new(backend),
                 started: Instant::now(),
                 started_at: SystemTime::now(),
-                #[cfg(feature = "aws")]
-                aws: tokio::sync::OnceCell::new(),
             }),
             interrupt: rx,
             control: Control(tx),
             resume: None,
         })
+    }
+
+    /// Take action results from `backend` instead of the live one (the engine tests and
+    /// `runbook test` script them).
+    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        if let Some(sh) = Arc::get_mut(&mut self.shared) {
+            sh.backend = backend;
+        }
+        self
     }
 
     /// Continue an interrupted run: start from these finished steps, and open the
@@ -1157,11 +1146,18 @@ async fn execute(
         }
     }
 
-    attempts(&task, &action, &data, hyp, kill).await
+    attempts(&task, &action, &data, hyp, kill, interrupt).await
 }
 
 async fn killed(mut kill: watch::Receiver<Option<Killed>>) {
     if kill.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves once the run is interrupted (never, if nobody can interrupt it any more).
+async fn interrupted(interrupt: &mut watch::Receiver<u8>) {
+    if interrupt.wait_for(|l| *l >= 1).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
@@ -1278,6 +1274,7 @@ async fn attempts(
     data: &Value,
     hyp: bool,
     kill: watch::Receiver<Option<Killed>>,
+    mut interrupt: watch::Receiver<u8>,
 ) -> Outcome {
     let sh = task.sh;
     let step = task.step;
@@ -1363,18 +1360,22 @@ async fn attempts(
             reason: sh.masker.mask(&message),
             retry_in_ms: millis(interval),
         });
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = killed(kill.clone()) => {
-                return task.finish(
-                    Ending::new(Status::Failed, Flow::None)
-                        .hypothetical(hyp)
-                        .result(Some(value))
-                        .attempts(attempt)
-                        .message(format!("{message} (stopped while waiting to retry)"))
-                        .exit_code(result.exit_code),
-                );
-            }
+        // Waiting for the next attempt is where an interrupt stops a polling step: the
+        // first one already (nothing is running), not only the second.
+        let stop = tokio::select! {
+            () = tokio::time::sleep(interval) => false,
+            () = interrupted(&mut interrupt) => true,
+            () = killed(kill.clone()) => true,
+        };
+        if stop {
+            return task.finish(
+                Ending::new(Status::Failed, Flow::None)
+                    .hypothetical(hyp)
+                    .result(Some(value))
+                    .attempts(attempt)
+                    .message(format!("{message} (stopped while waiting to retry)"))
+                    .exit_code(result.exit_code),
+            );
         }
         interval = interval.mul_f64(backoff);
         attempt += 1;
@@ -1406,62 +1407,7 @@ async fn run_action(
         kill,
         emit: &emit,
     };
-    match action {
-        RenderedAction::Shell {
-            run,
-            env,
-            cwd,
-            interpreter,
-        } => action::shell(run, env, cwd.as_deref(), interpreter, io).await,
-        RenderedAction::Http {
-            method,
-            url,
-            headers,
-            body,
-            status,
-        } => action::http(&sh.http, method, url, headers, body.as_deref(), status, io).await,
-        RenderedAction::Wait { ms, .. } => action::wait(Duration::from_millis(*ms), io).await,
-        RenderedAction::Manual { .. } => ActionResult {
-            ok: true,
-            ..ActionResult::default()
-        },
-        #[cfg(feature = "aws")]
-        RenderedAction::SsmCommand(call) => match sh.aws().await {
-            Ok(aws) => crate::aws::run_command(aws, call, io).await,
-            Err(e) => ActionResult {
-                message: Some(e),
-                ..ActionResult::default()
-            },
-        },
-        #[cfg(feature = "aws")]
-        RenderedAction::SsmAutomation {
-            document,
-            document_version,
-            parameters,
-        } => match sh.aws().await {
-            Ok(aws) => {
-                crate::aws::run_automation(
-                    aws,
-                    document,
-                    document_version.as_deref(),
-                    parameters,
-                    io,
-                )
-                .await
-            }
-            Err(e) => ActionResult {
-                message: Some(e),
-                ..ActionResult::default()
-            },
-        },
-        #[cfg(not(feature = "aws"))]
-        RenderedAction::SsmCommand(_) | RenderedAction::SsmAutomation { .. } => ActionResult {
-            message: Some(
-                "AWS Systems Manager actions need runbook built with the `aws` feature".into(),
-            ),
-            ..ActionResult::default()
-        },
-    }
+    sh.backend.run(&id, action, io).await
 }
 
 /// Captures and expectation: whether the attempt succeeded, the step's values, and why not.

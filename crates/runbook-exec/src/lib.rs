@@ -13,6 +13,7 @@
 pub mod action;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod backend;
 pub mod capture;
 pub mod engine;
 pub mod eval;
@@ -23,6 +24,7 @@ pub mod mask;
 pub mod params;
 pub mod resume;
 
+pub use backend::{Backend, Live};
 pub use engine::{Control, Engine, Operator, Options, Question, Report, Restored, Route};
 pub use event::{Answer, Event, Mode, RunStatus, Sink, Status};
 

@@ -1,0 +1,678 @@
+//! The scheduler without processes: a scripted backend, a scripted operator and a
+//! recording sink, on tokio's paused clock (waits, retries and timeouts take no real time).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runbook_core::render::RenderedAction;
+use runbook_exec::action::{ActionResult, Io};
+use runbook_exec::backend::{Backend, BoxFuture};
+use runbook_exec::event::{Killed, Stream};
+use runbook_exec::{
+    Answer, Engine, Event, Mode, Operator, Options, Question, Report, RunStatus, Sink, Status,
+};
+
+/// One scripted result.
+#[derive(Debug, Clone)]
+enum R {
+    /// Exit with this code and print this.
+    Exit(i32, &'static str),
+    /// Take this long, then exit 0.
+    Slow(u64),
+    /// Never end on its own: only a kill or the step's timeout stops it.
+    Hang,
+}
+
+/// Results per step, in order; every call is recorded with the time it started.
+#[derive(Default)]
+struct Script {
+    results: Mutex<HashMap<String, VecDeque<R>>>,
+    calls: Mutex<Vec<(String, Duration)>>,
+    running: Mutex<(usize, usize)>,
+    start: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Script {
+    fn new(results: &[(&str, R)]) -> Arc<Script> {
+        let s = Script::default();
+        for (step, r) in results {
+            s.results
+                .lock()
+                .unwrap()
+                .entry((*step).to_string())
+                .or_default()
+                .push_back(r.clone());
+        }
+        Arc::new(s)
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    fn max_running(&self) -> usize {
+        self.running.lock().unwrap().1
+    }
+}
+
+impl Backend for Script {
+    fn run<'a>(
+        &'a self,
+        step: &'a str,
+        action: &'a RenderedAction,
+        io: Io<'a>,
+    ) -> BoxFuture<'a, ActionResult> {
+        Box::pin(async move {
+            let now = tokio::time::Instant::now();
+            let start = *self.start.lock().unwrap().get_or_insert(now);
+            self.calls
+                .lock()
+                .unwrap()
+                .push((step.to_string(), now - start));
+            if let RenderedAction::Wait { ms, .. } = action {
+                tokio::time::sleep(Duration::from_millis(*ms)).await;
+                return ActionResult {
+                    ok: true,
+                    ..ActionResult::default()
+                };
+            }
+            let next = self
+                .results
+                .lock()
+                .unwrap()
+                .get_mut(step)
+                .and_then(VecDeque::pop_front);
+            let Some(r) = next else {
+                return ActionResult::failed(format!("no scripted result for `{step}`"));
+            };
+            {
+                let mut r = self.running.lock().unwrap();
+                r.0 += 1;
+                r.1 = r.1.max(r.0);
+            }
+            let result = match r {
+                R::Exit(code, out) => {
+                    for line in out.lines() {
+                        io.line(Stream::Stdout, line);
+                    }
+                    ActionResult {
+                        ok: code == 0,
+                        exit_code: Some(code),
+                        stdout: out.to_string(),
+                        message: (code != 0).then(|| format!("exit code {code}")),
+                        ..ActionResult::default()
+                    }
+                }
+                R::Slow(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    ActionResult {
+                        ok: true,
+                        exit_code: Some(0),
+                        ..ActionResult::default()
+                    }
+                }
+                R::Hang => {
+                    let mut kill = io.kill.clone();
+                    let deadline = io.deadline;
+                    tokio::select! {
+                        _ = kill.wait_for(Option::is_some) => ActionResult {
+                            killed: true,
+                            message: Some("stopped".into()),
+                            ..ActionResult::default()
+                        },
+                        () = async {
+                            match deadline {
+                                Some(d) => tokio::time::sleep_until(d).await,
+                                None => std::future::pending().await,
+                            }
+                        } => ActionResult {
+                            timed_out: true,
+                            message: Some("timed out".into()),
+                            ..ActionResult::default()
+                        },
+                    }
+                }
+            };
+            self.running.lock().unwrap().0 -= 1;
+            result
+        })
+    }
+
+    fn parameter<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move { Err(format!("no scripted parameter `{path}`")) })
+    }
+}
+
+/// Answers in order; when they run out, abort.
+struct Answers(Mutex<VecDeque<Answer>>);
+
+impl Operator for Answers {
+    fn ask(
+        &self,
+        _: Question,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>> {
+        let a = self.0.lock().unwrap().pop_front().unwrap_or(Answer::Abort);
+        Box::pin(async move { a })
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl Sink for Recorder {
+    fn emit(&self, _: std::time::SystemTime, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+struct Run {
+    report: Report,
+    events: Vec<Event>,
+    calls: Vec<String>,
+    script: Arc<Script>,
+}
+
+impl Run {
+    fn status(&self, id: &str) -> Status {
+        self.report
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("no step {id}"))
+            .status
+    }
+
+    fn statuses(&self) -> Vec<(String, Status)> {
+        self.report
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), s.status))
+            .collect()
+    }
+}
+
+const HEAD: &str = "apiVersion: runbook/v1\nname: t\ntitle: Engine test\n";
+
+async fn run_with(
+    steps: &str,
+    script: &[(&str, R)],
+    answers: &[Answer],
+    options: Options,
+    control: impl FnOnce(runbook_exec::Control),
+) -> Run {
+    let yaml = format!("{HEAD}{steps}");
+    let checked = runbook_core::check(&yaml, Some("t"));
+    let (rb, plan) = checked
+        .valid()
+        .unwrap_or_else(|| panic!("{yaml}\n{:#?}", checked.diagnostics));
+    let sink = Arc::new(Recorder::default());
+    let script = Script::new(script);
+    let engine = Engine::new(
+        Arc::new(rb.clone()),
+        Arc::new(plan.clone()),
+        serde_json::Map::new(),
+        serde_json::Map::new(),
+        Vec::new(),
+        serde_json::Map::new(),
+        options,
+        sink.clone(),
+        Arc::new(Answers(Mutex::new(answers.iter().copied().collect()))),
+    )
+    .unwrap()
+    .with_backend(script.clone());
+    control(engine.control());
+    let report = engine.run().await;
+    let events = sink.0.lock().unwrap().clone();
+    Run {
+        report,
+        events,
+        calls: script.calls(),
+        script,
+    }
+}
+
+async fn run(steps: &str, script: &[(&str, R)]) -> Run {
+    run_with(steps, script, &[], yes(), |_| {}).await
+}
+
+fn yes() -> Options {
+    Options {
+        yes: true,
+        ..Options::default()
+    }
+}
+
+fn ok() -> R {
+    R::Exit(0, "")
+}
+
+use Status::{Failed, Pending, Skipped, Succeeded};
+
+fn ids(v: &[(String, Status)]) -> Vec<(&str, Status)> {
+    v.iter().map(|(s, st)| (s.as_str(), *st)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn list_order_makes_a_chain_and_needs_overrides_it() {
+    let r = run(
+        "steps:
+  - { id: a, kind: check, title: A, shell: a }
+  - { id: b, kind: check, title: B, shell: b }
+  - { id: c, kind: check, title: C, shell: c, needs: [] }
+",
+        &[("a", R::Slow(100)), ("b", ok()), ("c", ok())],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    // c is a root of its own: it starts with a, before b.
+    assert_eq!(r.calls, ["a", "c", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_skips_what_follows_and_stops_the_run() {
+    let r = run(
+        "steps:
+  - { id: a, kind: check, title: A, shell: a }
+  - { id: b, kind: check, title: B, shell: b }
+  - { id: c, kind: check, title: C, shell: c }
+",
+        &[("a", R::Exit(1, "")), ("b", ok())],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Failed);
+    assert_eq!(r.calls, ["a"]);
+    assert_eq!(
+        ids(&r.statuses()),
+        [("a", Failed), ("b", Pending), ("c", Pending)]
+    );
+}
+
+const BRANCH: &str = "steps:
+  - { id: probe, kind: check, title: Probe, shell: p, capture: { n: { stdout: int } } }
+  - id: decide
+    kind: branch
+    title: Decide
+    cases:
+      - { when: 'steps.probe.n > 10', goto: high }
+    default: low
+  - { id: high, kind: check, title: High, shell: h, needs: [decide] }
+  - { id: high2, kind: check, title: After high, shell: h2 }
+  - { id: low, kind: check, title: Low, shell: l, needs: [decide] }
+  - { id: join, kind: check, title: Join, shell: j, needs: [high2, low] }
+";
+
+#[tokio::test(start_paused = true)]
+async fn a_branch_takes_one_route_skips_cascade_and_routes_converge() {
+    let r = run(
+        BRANCH,
+        &[
+            ("probe", R::Exit(0, "42")),
+            ("high", ok()),
+            ("high2", ok()),
+            ("join", ok()),
+        ],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Succeeded, "{:?}", r.statuses());
+    assert_eq!(r.calls, ["probe", "high", "high2", "join"]);
+    assert_eq!(r.status("low"), Skipped);
+    let decision = r
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Decision { step, goto, .. } if step == "decide" => goto.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(decision, "high");
+
+    let r = run(
+        BRANCH,
+        &[("probe", R::Exit(0, "3")), ("low", ok()), ("join", ok())],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(r.calls, ["probe", "low", "join"]);
+    // Skips cascade down the route not taken.
+    assert_eq!(r.status("high"), Skipped);
+    assert_eq!(r.status("high2"), Skipped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_fail_continue_goes_on_and_abort_stops() {
+    let steps = "steps:
+  - { id: a, kind: check, title: A, shell: a, on_fail: continue }
+  - { id: b, kind: check, title: B, shell: b }
+";
+    let r = run(steps, &[("a", R::Exit(2, "")), ("b", ok())]).await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(ids(&r.statuses()), [("a", Failed), ("b", Succeeded)]);
+
+    let r = run(
+        &steps.replace("continue", "abort"),
+        &[("a", R::Exit(2, "")), ("b", ok())],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Failed);
+    assert_eq!(r.calls, ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_fail_escalate_shows_the_contacts_due_and_the_next() {
+    let steps = "escalation:
+  - { after: 0m, to: on-call }
+  - { after: 15m, to: dev-lead }
+  - { after: 1h, to: cto }
+steps:
+  - { id: wait, kind: check, title: Wait, wait: 20m }
+  - { id: a, kind: check, title: A, shell: a, on_fail: escalate }
+";
+    let r = run(steps, &[("a", R::Exit(1, ""))]).await;
+    assert_eq!(r.report.status, RunStatus::Escalated);
+    let (due, next) = r
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Escalation { due, next, .. } => Some((due.clone(), next.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let due: Vec<&str> = due.iter().map(|c| c.to.as_str()).collect();
+    assert_eq!(due, ["on-call", "dev-lead"], "20 minutes in");
+    assert_eq!(next.unwrap().to, "cto");
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_fail_goto_runs_the_fix_route_only_on_failure() {
+    let steps = "steps:
+  - { id: a, kind: check, title: A, shell: a, on_fail: { goto: fix } }
+  - { id: b, kind: check, title: B, shell: b }
+  - { id: fix, kind: check, title: Fix, shell: f, needs: [] }
+";
+    let r = run(steps, &[("a", R::Exit(1, "")), ("fix", ok())]).await;
+    assert_eq!(r.report.status, RunStatus::Succeeded, "{:?}", r.statuses());
+    assert_eq!(ids(&r.statuses())[..2], [("a", Failed), ("b", Skipped)]);
+    assert_eq!(r.status("fix"), Succeeded);
+
+    let r = run(steps, &[("a", ok()), ("b", ok())]).await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(r.status("fix"), Skipped);
+}
+
+const RETRY_FROM: &str = "steps:
+  - { id: restart, kind: check, title: Restart, shell: r }
+  - { id: check, kind: check, title: Check, shell: c, on_fail: { retry_from: restart, attempts: 3 } }
+";
+
+#[tokio::test(start_paused = true)]
+async fn retry_from_succeeds_on_round_3_and_gives_up_after_its_rounds() {
+    let r = run(
+        RETRY_FROM,
+        &[
+            ("restart", ok()),
+            ("check", R::Exit(1, "")),
+            ("restart", ok()),
+            ("check", R::Exit(1, "")),
+            ("restart", ok()),
+            ("check", ok()),
+        ],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(
+        r.calls,
+        ["restart", "check", "restart", "check", "restart", "check"]
+    );
+    let rewinds = r
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Rewind { .. }))
+        .count();
+    assert_eq!(rewinds, 2);
+
+    let fails: Vec<(&str, R)> = (0..4)
+        .flat_map(|_| [("restart", ok()), ("check", R::Exit(1, ""))])
+        .collect();
+    let r = run(RETRY_FROM, &fails).await;
+    assert_eq!(r.report.status, RunStatus::Failed);
+    // The first round and 3 more.
+    assert_eq!(r.calls.len(), 8);
+    let message = r.report.steps[1].message.clone().unwrap();
+    assert!(message.contains("gave up after 3 rounds"), "{message}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn verify_polls_with_backoff_until_it_holds() {
+    let steps = "steps:
+  - id: v
+    kind: verify
+    title: Healthy
+    shell: v
+    retry: { attempts: 5, interval: 10s, backoff: 2 }
+";
+    let r = run(
+        steps,
+        &[
+            ("v", R::Exit(1, "")),
+            ("v", R::Exit(1, "")),
+            ("v", R::Exit(1, "")),
+            ("v", ok()),
+        ],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    let at: Vec<u64> = r
+        .script
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.as_secs())
+        .collect();
+    // 10 s, then 20 s, then 40 s between attempts.
+    assert_eq!(at, [0, 10, 30, 70]);
+    assert_eq!(r.report.steps[0].attempts, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn verify_gives_up_at_its_timeout() {
+    let steps = "steps:
+  - id: v
+    kind: verify
+    title: Healthy
+    shell: v
+    retry: { attempts: 100, interval: 10s }
+    timeout: 35s
+";
+    let script: Vec<(&str, R)> = (0..100).map(|_| ("v", R::Exit(1, ""))).collect();
+    let r = run(steps, &script).await;
+    assert_eq!(r.report.status, RunStatus::Failed);
+    assert_eq!(
+        r.calls.len(),
+        4,
+        "attempts at 0, 10, 20 and 30 s; one more at 40 s is past 35"
+    );
+    let message = r.report.steps[0].message.clone().unwrap();
+    assert!(message.contains("timeout 35s reached"), "{message}");
+}
+
+const WIDE: &str = "steps:
+  - { id: a, kind: check, title: A, shell: a, needs: [] }
+  - { id: b, kind: check, title: B, shell: b, needs: [] }
+  - { id: c, kind: check, title: C, shell: c, needs: [] }
+  - { id: d, kind: check, title: D, shell: d, needs: [] }
+  - { id: e, kind: check, title: E, shell: e, needs: [] }
+";
+
+#[tokio::test(start_paused = true)]
+async fn parallel_bounds_how_many_steps_run_at_once() {
+    let script: Vec<(&str, R)> = ["a", "b", "c", "d", "e"]
+        .into_iter()
+        .map(|s| (s, R::Slow(1000)))
+        .collect();
+    for (parallel, expect) in [(1, 1), (2, 2), (8, 5)] {
+        let options = Options { parallel, ..yes() };
+        let r = run_with(WIDE, &script, &[], options, |_| {}).await;
+        assert_eq!(r.report.status, RunStatus::Succeeded);
+        assert_eq!(r.script.max_running(), expect, "--parallel {parallel}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn acts_run_one_at_a_time_unless_concurrent() {
+    let acts = WIDE.replace("kind: check", "kind: act");
+    let script: Vec<(&str, R)> = ["a", "b", "c", "d", "e"]
+        .into_iter()
+        .map(|s| (s, R::Slow(1000)))
+        .collect();
+    let r = run(&acts, &script).await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(r.script.max_running(), 1);
+
+    let concurrent = acts.replace("needs: []", "needs: [], concurrent: true");
+    let r = run(&concurrent, &script).await;
+    assert_eq!(r.script.max_running(), 4, "bounded by --parallel 4");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_operator_declines_skips_and_aborts() {
+    let steps = "steps:
+  - { id: a, kind: act, title: A, shell: a }
+  - { id: b, kind: act, title: B, shell: b }
+";
+    let no = Options::default();
+    let r = run_with(
+        steps,
+        &[("a", ok()), ("b", ok())],
+        &[Answer::Skip, Answer::Approve],
+        no.clone(),
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(r.calls, ["b"]);
+    assert_eq!(r.status("a"), Skipped);
+
+    let r = run_with(
+        steps,
+        &[("a", ok())],
+        &[Answer::Decline],
+        no.clone(),
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Aborted);
+    assert!(r.calls.is_empty());
+    assert_eq!(r.status("a"), Status::Declined);
+
+    let r = run_with(steps, &[("a", ok())], &[Answer::Abort], no, |_| {}).await;
+    assert_eq!(r.report.status, RunStatus::Aborted);
+    assert!(r.calls.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_never_runs_an_act_and_shows_what_would_follow() {
+    let steps = "steps:
+  - { id: probe, kind: check, title: Probe, shell: p }
+  - { id: fix, kind: act, title: Fix, shell: f }
+  - { id: check, kind: verify, title: Check, shell: v }
+";
+    let options = Options {
+        mode: Mode::DryRun,
+        ..Options::default()
+    };
+    let r = run_with(steps, &[("probe", ok())], &[], options, |_| {}).await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(r.calls, ["probe"], "only the check ran");
+    assert_eq!(r.status("fix"), Status::NotExecuted);
+    assert_eq!(r.status("check"), Pending);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_act_killed_at_its_timeout_records_why() {
+    let steps = "steps:
+  - { id: fix, kind: act, title: Fix, shell: f, timeout: 30s }
+";
+    let r = run(steps, &[("fix", R::Hang)]).await;
+    assert_eq!(r.report.status, RunStatus::Failed);
+    let killed = r.events.iter().find_map(|e| match e {
+        Event::StepFinished { killed, .. } => *killed,
+        _ => None,
+    });
+    assert_eq!(killed, Some(Killed::Timeout));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_interrupt_lets_running_steps_finish_the_second_kills_them() {
+    let steps = "steps:
+  - { id: long, kind: check, title: Long, shell: l }
+  - { id: after, kind: check, title: After, shell: a }
+";
+    // Level 1: the running step finishes, nothing new starts.
+    let r = run_with(steps, &[("long", R::Slow(5000))], &[], yes(), |c| {
+        c.interrupt();
+    })
+    .await;
+    assert_eq!(r.report.status, RunStatus::Interrupted);
+    assert_eq!(r.calls, ["long"]);
+    assert_eq!(r.status("long"), Succeeded);
+    assert_eq!(r.status("after"), Pending);
+
+    // Level 2: the running action is killed, with the reason recorded.
+    let r = run_with(steps, &[("long", R::Hang)], &[], yes(), |c| {
+        c.interrupt();
+        c.interrupt();
+    })
+    .await;
+    assert_eq!(r.report.status, RunStatus::Interrupted);
+    assert_eq!(r.status("long"), Failed);
+    let killed = r.events.iter().find_map(|e| match e {
+        Event::StepFinished { killed, .. } => *killed,
+        _ => None,
+    });
+    assert_eq!(killed, Some(Killed::Interrupt));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_with_no_scripted_result_fails_naming_it() {
+    let r = run(
+        "steps:\n  - { id: a, kind: check, title: A, shell: a }\n",
+        &[],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Failed);
+    let message = r.report.steps[0].message.clone().unwrap();
+    assert!(message.contains("no scripted result for `a`"), "{message}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_interrupt_stops_a_polling_verify_between_attempts() {
+    let steps = "steps:
+  - id: v
+    kind: verify
+    title: Healthy
+    shell: v
+    retry: { attempts: 100, interval: 10s }
+    timeout: 30m
+";
+    let script: Vec<(&str, R)> = (0..100).map(|_| ("v", R::Exit(1, ""))).collect();
+    let r = run_with(steps, &script, &[], yes(), |c| {
+        c.interrupt();
+    })
+    .await;
+    assert_eq!(r.report.status, RunStatus::Interrupted);
+    assert_eq!(r.calls.len(), 1, "no attempt after the interrupt");
+    let message = r.report.steps[0].message.clone().unwrap();
+    assert!(
+        message.contains("stopped while waiting to retry"),
+        "{message}"
+    );
+}
