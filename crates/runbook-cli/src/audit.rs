@@ -377,7 +377,7 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
                     "- {} **{step}** {} — {what} by {}\n",
                     time_of(&r.ts),
                     titles.get(step).map_or("", String::as_str),
-                    by
+                    crate::exec::answerer(by)
                 ));
                 changes += 1;
             }
@@ -468,9 +468,10 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
                 format!("attempt {attempt}/{attempts} failed: {reason}"),
             ),
             Event::Asked { step, question } => row(step, format!("asked: {question}")),
-            Event::Answered { step, answer, by } => {
-                row(step, format!("{} by {by}", answer_text(*answer)))
-            }
+            Event::Answered { step, answer, by } => row(
+                step,
+                format!("{} by {}", answer_text(*answer), crate::exec::answerer(by)),
+            ),
             Event::Decision {
                 step, goto, reason, ..
             } => row(

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use anstyle::{AnsiColor, Style};
 use anyhow::{Context as _, bail};
 use runbook_core::model::{Param, ParamType, Runbook};
-use runbook_exec::event::{Contact, Event, Mode, RunStatus, Sink, Status, Stream};
+use runbook_exec::event::{
+    AnsweredBy, Contact, Event, Mode, RunStatus, Sink, Skip, Status, Stream,
+};
 use runbook_exec::{Answer, Engine, Operator, Options, Question, Report};
 use serde::Serialize;
 
@@ -224,7 +226,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
     };
     let rb = Arc::new(rb.clone());
     let plan = Arc::new(plan.clone());
-    let state = replay::replay(&rb, &plan, &read.records).map_err(anyhow::Error::msg)?;
+    let state = replay::replay(&rb, &plan, &read.records)?;
     if state.mode == Mode::DryRun {
         bail!(
             "{} was a dry run; dry runs are not resumed, start a new one with `runbook exec`",
@@ -301,8 +303,10 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
                     step: i,
                     status: Status::Succeeded,
                     route: runbook_exec::Route::Normal,
-                    result: serde_json::json!({"exit_code": null, "stdout": "", "stderr": "", "status": null, "duration_ms": 0, "attempt": 1}),
-                    message: Some("in flight when the run stopped; counted as done on resume".into()),
+                    result: Some(runbook_exec::engine::StepValues::bare(0)),
+                    message: Some(
+                        "in flight when the run stopped; counted as done on resume".into(),
+                    ),
                     duration: Duration::ZERO,
                 });
             }
@@ -427,6 +431,15 @@ enum InflightChoice {
     Done,
     Rerun,
     Abort,
+}
+
+/// Who answered, as a person reads it: the operator, or the flag that approved in advance.
+pub(crate) fn answerer(by: &AnsweredBy) -> &str {
+    match by {
+        AnsweredBy::Operator(name) => name,
+        AnsweredBy::AutoApproveActs => "--yes",
+        AnsweredBy::AutoAcknowledgeManual => "--auto-manual",
+    }
 }
 
 /// Why an act's outcome is unknown, as the end of "act `x` ...".
@@ -587,7 +600,11 @@ fn drive(
     .then(|| Arc::new(Screen::new()));
     let display: Box<dyn Sink> = match output {
         ExecOutput::Human => {
-            let human = Human::new(Some(&rb), color, false);
+            let from = match &start {
+                Start::From(Some(i)) => Some(rb.steps[*i].id.value.clone()),
+                _ => None,
+            };
+            let human = Human::new(Some(&rb), color, false).starting_from(from);
             Box::new(match &progress {
                 Some(p) => human.with_progress(Arc::clone(p)),
                 None => human,
@@ -934,6 +951,8 @@ pub(crate) struct Human {
     /// Spinners for running steps, drawn on a terminal only.
     progress: Option<Arc<Screen>>,
     bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+    /// `--from STEP`: how steps skipped before it are described.
+    from: Option<String>,
 }
 
 impl Human {
@@ -953,7 +972,14 @@ impl Human {
             prefix: Mutex::new(String::new()),
             progress: None,
             bars: Mutex::new(std::collections::HashMap::new()),
+            from: None,
         }
+    }
+
+    /// The run was started with `--from STEP`.
+    pub(crate) fn starting_from(mut self, step: Option<String>) -> Self {
+        self.from = step;
+        self
     }
 
     /// Draw spinners for running steps (a terminal only).
@@ -1182,8 +1208,8 @@ impl Sink for Human {
             }
             Event::Asked { .. } | Event::Answered { .. } => {
                 if let Event::Answered { by, answer, .. } = event {
-                    if by.starts_with("--") {
-                        self.line(&format!("{dim}    approved by {by}{dim_end}"));
+                    if !matches!(by, AnsweredBy::Operator(_)) {
+                        self.line(&format!("{dim}    approved by {}{dim_end}", answerer(by)));
                     } else if *answer != Answer::Approve {
                         let what = match answer {
                             Answer::Decline => "declined",
@@ -1191,7 +1217,7 @@ impl Sink for Human {
                             Answer::Abort => "aborted",
                             Answer::Approve => "approved",
                         };
-                        self.line(&format!("    {what} by {by}"));
+                        self.line(&format!("    {what} by {}", answerer(by)));
                     }
                 }
             }
@@ -1200,6 +1226,7 @@ impl Sink for Human {
                 goto,
                 reason,
                 skips,
+                ..
             } => {
                 let Some(target) = goto.as_deref() else {
                     self.line(&format!("    ⤷ {step}: {reason}"));
@@ -1230,6 +1257,7 @@ impl Sink for Human {
                 duration_ms,
                 message,
                 killed,
+                skip,
                 ..
             } => {
                 self.unspin(step);
@@ -1241,10 +1269,13 @@ impl Sink for Human {
                     .ok()
                     .and_then(|k| k.get(step).cloned())
                     .unwrap_or_default();
-                let mut msg = message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default();
+                let mut msg = match (skip, &self.from) {
+                    (Some(Skip::BeforeStart), Some(from)) => format!(": before --from {from}"),
+                    _ => message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default(),
+                };
                 if let Some(k) = killed.filter(|_| kind == "act") {
                     msg.push_str(&format!(
                         " (outcome unknown: {}; it may have been partly applied)",

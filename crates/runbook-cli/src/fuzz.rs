@@ -82,6 +82,13 @@ fn journal_text() -> &'static str {
                 duration_ms: 12,
                 message: None,
                 killed: None,
+                skip: None,
+                captures: serde_json::json!({"数": "190"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                http_status: None,
+                stderr_tail: "警告 ⚠".into(),
             },
             Event::StepStarted {
                 step: step("変更"),
@@ -100,6 +107,10 @@ fn journal_text() -> &'static str {
                 duration_ms: 4000,
                 message: Some("タイムアウト".into()),
                 killed: Some(Killed::Timeout),
+                skip: None,
+                captures: serde_json::Map::new(),
+                http_status: None,
+                stderr_tail: String::new(),
             },
             Event::RunFinished {
                 status: RunStatus::Failed,

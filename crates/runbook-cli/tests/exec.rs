@@ -725,6 +725,38 @@ mod pty {
 mod audit {
     use super::*;
 
+    /// A journal written by format 1 (before typed replay records) still verifies and
+    /// shows as it did; resume explains why it cannot continue it.
+    #[test]
+    fn a_format_1_journal_verifies_and_shows_and_resume_explains() {
+        let state = tempfile::tempdir().unwrap();
+        let runs = state.path().join("runs");
+        std::fs::create_dir_all(&runs).unwrap();
+        let id = "20261120-0310-acts-1a2b";
+        std::fs::copy(
+            root().join(format!("tests/fixtures/journals/{id}.jsonl")),
+            runs.join(format!("{id}.jsonl")),
+        )
+        .unwrap();
+        let out = with_state(state.path(), &["audit", "verify", id]);
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+        let shown = text(&with_state(state.path(), &["audit", "show", id])).0;
+        assert!(shown.contains("approved by --yes"), "{shown}");
+        assert!(shown.contains("✓ verify second_done ok"), "{shown}");
+        let md = text(&with_state(
+            state.path(),
+            &["audit", "show", id, "--format", "markdown"],
+        ))
+        .0;
+        assert!(md.contains("by --yes"), "{md}");
+        assert!(md.contains("| Operator | alice@ops-1 |"), "{md}");
+        let out = with_state(state.path(), &["resume", id]);
+        let (_, stderr) = text(&out);
+        assert_eq!(code(&out), 2, "{stderr}");
+        assert!(stderr.contains("the journal is format 1"), "{stderr}");
+        assert!(stderr.contains("resume it with runbook 0.1.0"), "{stderr}");
+    }
+
     fn recorded_run(state: &Path, dir: &Path) -> PathBuf {
         let out = with_state(
             state,

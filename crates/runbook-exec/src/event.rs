@@ -178,6 +178,86 @@ pub enum Answer {
     Abort,
 }
 
+/// Who answered a question: the operator, or an approval given in advance (the CLI's
+/// `--yes` and `--auto-manual`; this crate does not know their spelling).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", from = "AnsweredByRecord")]
+pub enum AnsweredBy {
+    /// This operator, at the prompt.
+    Operator(String),
+    /// Every act was approved in advance.
+    AutoApproveActs,
+    /// Every manual step was acknowledged in advance.
+    AutoAcknowledgeManual,
+}
+
+/// What journals hold: typed since format 2; format 1 wrote the operator's name or the
+/// flag (`--yes`, `--auto-manual`) as a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AnsweredByRecord {
+    Typed(AnsweredByTyped),
+    Legacy(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AnsweredByTyped {
+    Operator(String),
+    AutoApproveActs,
+    AutoAcknowledgeManual,
+}
+
+impl From<AnsweredByRecord> for AnsweredBy {
+    fn from(r: AnsweredByRecord) -> Self {
+        match r {
+            AnsweredByRecord::Typed(AnsweredByTyped::Operator(o)) => AnsweredBy::Operator(o),
+            AnsweredByRecord::Typed(AnsweredByTyped::AutoApproveActs) => {
+                AnsweredBy::AutoApproveActs
+            }
+            AnsweredByRecord::Typed(AnsweredByTyped::AutoAcknowledgeManual) => {
+                AnsweredBy::AutoAcknowledgeManual
+            }
+            AnsweredByRecord::Legacy(s) if s == "--yes" => AnsweredBy::AutoApproveActs,
+            AnsweredByRecord::Legacy(s) if s == "--auto-manual" => {
+                AnsweredBy::AutoAcknowledgeManual
+            }
+            AnsweredByRecord::Legacy(s) => AnsweredBy::Operator(s),
+        }
+    }
+}
+
+/// Which route a decision took, for replay (the `reason` is for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chosen {
+    /// Branch case `k` (0-based).
+    Case(usize),
+    /// The branch's default.
+    Default,
+    /// No case held and there is no default: the branch leads nowhere.
+    Nowhere,
+    /// Dry run: the branch could not decide, every route is shown.
+    Every,
+    /// A failure followed its `on_fail: goto`.
+    FailGoto,
+    /// `retry_from` ran out of rounds.
+    GaveUp,
+}
+
+/// Why a step was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Skip {
+    /// No route into it was taken (a branch chose another, a step before it failed or
+    /// was skipped).
+    Route,
+    /// The operator answered skip.
+    Operator,
+    /// The run started at a later step (`--from`).
+    BeforeStart,
+}
+
 /// A contact on the escalation ladder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contact {
@@ -295,14 +375,14 @@ pub enum Event {
         /// The question.
         question: String,
     },
-    /// The operator (or `--yes` / `--auto-manual`) answered.
+    /// The operator (or an approval given in advance) answered.
     Answered {
         /// Step id.
         step: String,
         /// The answer.
         answer: Answer,
-        /// Who: the operator, or the flag that answered for them.
-        by: String,
+        /// Who.
+        by: AnsweredBy,
     },
     /// A branch chose its route, or a failure routed the run.
     Decision {
@@ -313,6 +393,9 @@ pub enum Event {
         goto: Option<String>,
         /// Why, for people: `case 1: ...`, `default`, `on_fail`.
         reason: String,
+        /// Which route, for replay (journal format 2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chosen: Option<Chosen>,
         /// Steps this decision leaves out.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         skips: Vec<String>,
@@ -345,6 +428,18 @@ pub enum Event {
         /// The action was killed before it finished: its outcome is unknown.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         killed: Option<Killed>,
+        /// Why it was skipped (journal format 2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        skip: Option<Skip>,
+        /// Its captures (secret ones `***`), for replay (journal format 2).
+        #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        captures: serde_json::Map<String, serde_json::Value>,
+        /// HTTP status of an `http` step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        http_status: Option<u16>,
+        /// The end of its standard error (at most 4 KiB), for replay.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        stderr_tail: String,
     },
     /// Escalation contacts shown after `on_fail: escalate`.
     Escalation {

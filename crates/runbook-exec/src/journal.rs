@@ -2,7 +2,7 @@
 //! engine goes on, each record chained to the one before by sha256.
 //!
 //! A record is the event's fields plus an envelope:
-//! `{"v":1,"seq":N,"ts":"…","prev":"<hash of record N-1>", …event…, "hash":"<hash>"}`.
+//! `{"v":2,"seq":N,"ts":"…","prev":"<hash of record N-1>", …event…, "hash":"<hash>"}`.
 //! `hash` is the sha256 (hex) of the record's line up to, and without, `,"hash":"…"}`
 //! followed by `}`: the exact bytes written, so verification needs no canonical JSON.
 //! The first record's `prev` is 64 zeros. Documented in `docs/journal.md`.
@@ -18,8 +18,10 @@ use sha2::{Digest, Sha256};
 
 use crate::event::{Event, Sink};
 
-/// The journal format this version writes and reads.
-pub const FORMAT: u32 = 1;
+/// The journal format this version writes. It reads every format up to this one:
+/// format 1 journals verify and show as they always did; resume needs format 2's typed
+/// records (a branch's `chosen` route, a skip's reason, a finished step's values).
+pub const FORMAT: u32 = 2;
 
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

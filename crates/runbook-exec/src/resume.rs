@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use runbook_core::model::{OnFail, OnFailSimple, Runbook, StepKind};
 use runbook_core::plan::Plan;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::engine::{Restored, Route};
-use crate::event::{Event, Killed, Mode, Origin, RunStatus, Status, Stream};
-use crate::journal::Record;
+use crate::engine::{Restored, Route, StepValues};
+use crate::event::{Chosen, Event, Killed, Mode, Origin, RunStatus, Skip, Status, Stream};
+use crate::journal::{FORMAT, Record};
 
 /// What the journal says about a run.
 #[derive(Debug, Clone)]
@@ -43,29 +43,71 @@ pub struct Inflight {
     pub killed: Option<Killed>,
 }
 
+/// Why a journal cannot be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// The first record is not `run_started`.
+    #[error("the journal does not start with run_started")]
+    NoStart,
+    /// Written before replay had typed fields to go on.
+    #[error(
+        "the journal is format {version}, written by runbook {written_by}: it predates the typed \
+         records resume replays (format {FORMAT}); resume it with runbook {written_by}, or start \
+         a new run (`audit show` and `audit verify` still read it)"
+    )]
+    OldFormat {
+        /// The journal's format.
+        version: u32,
+        /// The runbook version that wrote it.
+        written_by: String,
+    },
+}
+
 #[derive(Debug, Default, Clone)]
 struct Seen {
     stdout: Vec<String>,
-    captures: serde_json::Map<String, Value>,
-    decision: Option<(Option<String>, String)>,
-    finished: Option<(Status, Option<i32>, u64, Option<String>)>,
-    killed: Option<Killed>,
+    decision: Option<Chosen>,
+    finished: Option<Finished>,
     running: bool,
 }
 
-/// Replay `records` (a journal, in order) against the runbook as it is now.
-pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Replay, String> {
-    let Some(Event::RunStarted {
+#[derive(Debug, Clone)]
+struct Finished {
+    status: Status,
+    exit_code: Option<i32>,
+    duration_ms: u64,
+    message: Option<String>,
+    killed: Option<Killed>,
+    skip: Option<Skip>,
+    captures: serde_json::Map<String, Value>,
+    http_status: Option<u16>,
+    stderr_tail: String,
+}
+
+/// Replay `records` (a journal, in order) against the runbook as it is now. Only typed
+/// fields are read: what a branch chose (`chosen`), why a step was skipped (`skip`),
+/// whether an action was killed (`killed`) and the values it left (`captures`, ...).
+pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Replay, ReplayError> {
+    let Some(first) = records.first() else {
+        return Err(ReplayError::NoStart);
+    };
+    let Event::RunStarted {
         run_id,
         runbook: name,
         mode,
         params,
         origin,
         ..
-    }) = records.first().map(|r| &r.event)
+    } = &first.event
     else {
-        return Err("the journal does not start with run_started".into());
+        return Err(ReplayError::NoStart);
     };
+    if first.v < FORMAT {
+        return Err(ReplayError::OldFormat {
+            version: first.v,
+            written_by: origin.version.clone(),
+        });
+    }
     let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut finished = None;
     for r in records {
@@ -74,10 +116,8 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
                 let s = seen.entry(step.clone()).or_default();
                 s.running = true;
                 s.finished = None;
-                s.killed = None;
                 if *attempt == 1 {
                     s.stdout.clear();
-                    s.captures.clear();
                     s.decision = None;
                 }
             }
@@ -90,17 +130,8 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
                 .or_default()
                 .stdout
                 .push(line.clone()),
-            Event::Captured { step, name, value } => {
-                seen.entry(step.clone())
-                    .or_default()
-                    .captures
-                    .insert(name.clone(), value.clone());
-            }
-            Event::Decision {
-                step, goto, reason, ..
-            } => {
-                seen.entry(step.clone()).or_default().decision =
-                    Some((goto.clone(), reason.clone()));
+            Event::Decision { step, chosen, .. } => {
+                seen.entry(step.clone()).or_default().decision = *chosen;
             }
             Event::StepFinished {
                 step,
@@ -109,11 +140,24 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
                 duration_ms,
                 message,
                 killed,
+                skip,
+                captures,
+                http_status,
+                stderr_tail,
             } => {
                 let s = seen.entry(step.clone()).or_default();
                 s.running = false;
-                s.finished = Some((*status, *exit_code, *duration_ms, message.clone()));
-                s.killed = *killed;
+                s.finished = Some(Finished {
+                    status: *status,
+                    exit_code: *exit_code,
+                    duration_ms: *duration_ms,
+                    message: message.clone(),
+                    killed: *killed,
+                    skip: *skip,
+                    captures: captures.clone(),
+                    http_status: *http_status,
+                    stderr_tail: stderr_tail.clone(),
+                });
             }
             Event::Rewind { from, .. } => {
                 // Everything from `from` down was reset by the engine.
@@ -136,36 +180,26 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
         let Some(s) = seen.get(&step.id.value) else {
             continue;
         };
+        let killed = s.finished.as_ref().and_then(|f| f.killed);
         // An act killed mid-way is as unknown as one in flight at a crash.
-        if s.running || (s.killed.is_some() && step.kind.value == StepKind::Act) {
+        if s.running || (killed.is_some() && step.kind.value == StepKind::Act) {
             inflight.push(Inflight {
                 step: step.id.value.clone(),
-                killed: s.killed,
+                killed,
             });
             continue;
         }
-        let Some((status, exit_code, duration_ms, message)) = s.finished.clone() else {
+        let Some(f) = &s.finished else {
             continue;
         };
         let on_fail = step.on_fail.as_ref().map(|f| f.value.clone());
-        let route = match status {
-            Status::Succeeded if step.kind.value == StepKind::Branch => match &s.decision {
-                Some((Some(goto), reason)) => {
-                    let case = reason
-                        .strip_prefix("case ")
-                        .and_then(|r| r.split(':').next())
-                        .and_then(|n| n.trim().parse::<usize>().ok())
-                        .filter(|k| {
-                            step.cases
-                                .get(k.wrapping_sub(1))
-                                .is_some_and(|c| c.goto.value == *goto)
-                        });
-                    match case {
-                        Some(k) => Route::Case(k - 1),
-                        None => Route::Default,
-                    }
-                }
-                _ => Route::Nowhere,
+        let route = match f.status {
+            Status::Succeeded if step.kind.value == StepKind::Branch => match s.decision {
+                // A case that no longer leads where it did is decided again.
+                Some(Chosen::Case(k)) if k < step.cases.len() => Route::Case(k),
+                Some(Chosen::Default) if step.default.is_some() => Route::Default,
+                Some(Chosen::Nowhere) => Route::Nowhere,
+                _ => continue,
             },
             Status::Succeeded => Route::Normal,
             Status::Failed => match on_fail {
@@ -174,9 +208,7 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
                 // The failure that stopped the run: run the step again.
                 _ => continue,
             },
-            Status::Skipped if message.as_deref() == Some("skipped by the operator") => {
-                Route::Normal
-            }
+            Status::Skipped if f.skip == Some(Skip::Operator) => Route::Normal,
             // Routing skips are recomputed; declined acts are asked again.
             _ => continue,
         };
@@ -184,20 +216,22 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
         if step.capture.values().any(|c| c.secret) && step.kind.value != StepKind::Act {
             continue;
         }
-        let mut result = s.captures.clone();
-        result.insert("exit_code".into(), json!(exit_code));
-        result.insert("stdout".into(), json!(s.stdout.join("\n")));
-        result.insert("stderr".into(), json!(""));
-        result.insert("status".into(), Value::Null);
-        result.insert("duration_ms".into(), json!(duration_ms));
-        result.insert("attempt".into(), json!(1));
+        let result = StepValues {
+            exit_code: f.exit_code,
+            stdout: s.stdout.join("\n"),
+            stderr: f.stderr_tail.clone(),
+            status: f.http_status,
+            duration_ms: f.duration_ms,
+            attempt: 1,
+            captures: f.captures.clone(),
+        };
         restored.push(Restored {
             step: i,
-            status,
+            status: f.status,
             route,
-            result: Value::Object(result),
-            message,
-            duration: Duration::from_millis(duration_ms),
+            result: Some(result),
+            message: f.message.clone(),
+            duration: Duration::from_millis(f.duration_ms),
         });
     }
     Ok(Replay {

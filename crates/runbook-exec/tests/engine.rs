@@ -676,3 +676,141 @@ async fn the_first_interrupt_stops_a_polling_verify_between_attempts() {
         "{message}"
     );
 }
+
+/// Records as the journal would hold them (format 2), from a recorded run.
+fn records(events: &[Event]) -> Vec<runbook_exec::journal::Record> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| runbook_exec::journal::Record {
+            v: runbook_exec::journal::FORMAT,
+            seq: i as u64,
+            ts: String::new(),
+            prev: String::new(),
+            event: e.clone(),
+        })
+        .collect()
+}
+
+/// Run `steps`, then resume from what it recorded with a second script.
+async fn resume_after(
+    steps: &str,
+    first: &[(&str, R)],
+    answers: &[Answer],
+    then: &[(&str, R)],
+) -> (Run, runbook_exec::resume::Replay) {
+    let yaml = format!("{HEAD}{steps}");
+    let checked = runbook_core::check(&yaml, Some("t"));
+    let (rb, plan) = checked.valid().unwrap();
+    let before = run_with(steps, first, answers, Options::default(), |_| {}).await;
+    let replay = runbook_exec::resume::replay(rb, plan, &records(&before.events)).unwrap();
+    let sink = Arc::new(Recorder::default());
+    let script = Script::new(then);
+    let engine = Engine::new(
+        Arc::new(rb.clone()),
+        Arc::new(plan.clone()),
+        serde_json::Map::new(),
+        serde_json::Map::new(),
+        Vec::new(),
+        serde_json::Map::new(),
+        yes(),
+        sink.clone(),
+        Arc::new(Answers(Mutex::new(VecDeque::new()))),
+    )
+    .unwrap()
+    .with_backend(script.clone())
+    .resuming(
+        replay.restored.clone(),
+        Event::Resumed {
+            by: "test".into(),
+            done: Vec::new(),
+            inflight: Vec::new(),
+            torn_bytes: 0,
+            runbook_changed: false,
+        },
+    );
+    let report = engine.run().await;
+    let events = sink.0.lock().unwrap().clone();
+    let run = Run {
+        report,
+        events,
+        calls: script.calls(),
+        script,
+    };
+    (run, replay)
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_keeps_a_branch_route_and_the_values_it_read() {
+    // The run chose `high` and stopped when `high2` failed; resumed, the probe and the
+    // branch do not run again and `high2` reads the probe's capture from the journal.
+    let steps = BRANCH.replace(
+        "{ id: high2, kind: check, title: After high, shell: h2 }",
+        "{ id: high2, kind: check, title: After high, shell: 'echo {{steps.probe.n}}' }",
+    );
+    let (r, replay) = resume_after(
+        &steps,
+        &[
+            ("probe", R::Exit(0, "42")),
+            ("high", ok()),
+            ("high2", R::Exit(1, "")),
+        ],
+        &[],
+        &[("high2", ok()), ("join", ok())],
+    )
+    .await;
+    assert_eq!(replay.restored.len(), 3, "probe, decide, high");
+    assert_eq!(r.report.status, RunStatus::Succeeded, "{:?}", r.statuses());
+    assert_eq!(r.calls, ["high2", "join"]);
+    assert_eq!(r.status("low"), Skipped);
+    let rendered = r.events.iter().find_map(|e| match e {
+        Event::StepStarted {
+            step,
+            action: Some(RenderedAction::Shell { run, .. }),
+            ..
+        } if step == "high2" => Some(run.clone()),
+        _ => None,
+    });
+    assert_eq!(rendered.as_deref(), Some("echo 42"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_keeps_an_operator_skip_and_asks_a_declined_act_again() {
+    let steps = "steps:
+  - { id: a, kind: act, title: A, shell: a }
+  - { id: b, kind: act, title: B, shell: b }
+  - { id: c, kind: check, title: C, shell: c }
+";
+    let (r, replay) = resume_after(
+        steps,
+        &[],
+        &[Answer::Skip, Answer::Decline],
+        &[("b", ok()), ("c", ok())],
+    )
+    .await;
+    assert_eq!(replay.restored.len(), 1, "the skip of a is kept");
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(r.calls, ["b", "c"], "a stays skipped, the declined b runs");
+    assert_eq!(r.status("a"), Skipped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_reports_a_killed_act_as_in_flight() {
+    let steps = "steps:
+  - { id: probe, kind: check, title: Probe, shell: p }
+  - { id: fix, kind: act, title: Fix, shell: f, timeout: 1m }
+";
+    let yaml = format!("{HEAD}{steps}");
+    let checked = runbook_core::check(&yaml, Some("t"));
+    let (rb, plan) = checked.valid().unwrap();
+    let before = run(steps, &[("probe", ok()), ("fix", R::Hang)]).await;
+    let replay = runbook_exec::resume::replay(rb, plan, &records(&before.events)).unwrap();
+    assert_eq!(
+        replay.inflight,
+        [runbook_exec::resume::Inflight {
+            step: "fix".into(),
+            killed: Some(Killed::Timeout)
+        }]
+    );
+    assert_eq!(replay.restored.len(), 1, "the probe is done");
+}
