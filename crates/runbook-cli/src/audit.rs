@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use runbook_exec::event::{Answer, Event, Sink, Status};
-use runbook_exec::journal::{self, Read, Record};
+use runbook_exec::journal::{self, JournalError, Read, Record, Store};
 
 use crate::{Cli, Exit, table};
 
@@ -47,7 +47,7 @@ pub enum AuditFormat {
 
 /// Run an `audit` subcommand.
 pub fn audit(cli: &Cli, command: &AuditCommand) -> anyhow::Result<Exit> {
-    let state = journal::state_dir(cli.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    let state = Store::locate(cli.state_dir.as_deref())?;
     match command {
         AuditCommand::List => list(&state),
         AuditCommand::Show { run, format } => show(&state, run, *format),
@@ -55,81 +55,11 @@ pub fn audit(cli: &Cli, command: &AuditCommand) -> anyhow::Result<Exit> {
     }
 }
 
-/// Journal files in the state directory, oldest first.
-pub fn journals(state: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let runs = state.join("runs");
-    let entries = match std::fs::read_dir(&runs) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", runs.display())),
-    };
-    let files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    // Oldest first by the time the run started (ids only sort to the minute), then by id.
-    let mut keyed: Vec<(String, PathBuf)> =
-        files.into_iter().map(|p| (started_at(&p), p)).collect();
-    keyed.sort();
-    Ok(keyed.into_iter().map(|(_, p)| p).collect())
-}
-
-/// The `ts` of a journal's first record (empty when unreadable).
-fn started_at(path: &Path) -> String {
-    use std::io::BufRead;
-    let Ok(file) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let mut line = String::new();
-    let _ = std::io::BufReader::new(file).read_line(&mut line);
-    serde_json::from_str::<serde_json::Value>(&line)
-        .ok()
-        .and_then(|v| v.get("ts").and_then(|t| t.as_str()).map(str::to_string))
-        .unwrap_or_default()
-}
-
-fn run_id(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// Find a run's journal by id, unique prefix or `last`.
-pub fn resolve(state: &Path, run: &str) -> anyhow::Result<PathBuf> {
-    let files = journals(state)?;
-    let runs = state.join("runs");
-    if run == "last" {
-        return files
-            .last()
-            .cloned()
-            .with_context(|| format!("no runs recorded in {}", runs.display()));
-    }
-    if let Some(p) = files.iter().find(|p| run_id(p) == run) {
-        return Ok(p.clone());
-    }
-    let matches: Vec<&PathBuf> = files
-        .iter()
-        .filter(|p| run_id(p).starts_with(run))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => bail!(
-            "unknown run `{run}`: {} recorded in {} (see `runbook audit list`)",
-            match files.len() {
-                1 => "1 run".to_string(),
-                n => format!("{n} runs"),
-            },
-            runs.display()
-        ),
-        many => bail!(
-            "`{run}` matches {} runs: {}",
-            many.len(),
-            many.iter()
-                .map(|p| run_id(p))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+/// A journal error, with the command that lists the runs when a run was not found.
+pub fn with_hint(e: JournalError) -> anyhow::Error {
+    match e {
+        JournalError::UnknownRun { .. } => anyhow::anyhow!("{e} (see `runbook audit list`)"),
+        other => other.into(),
     }
 }
 
@@ -186,10 +116,10 @@ fn problem_row(id: String, why: String) -> Vec<String> {
     ]
 }
 
-fn list(state: &Path) -> anyhow::Result<Exit> {
+fn list(state: &Store) -> anyhow::Result<Exit> {
     let mut rows = Vec::new();
-    for path in journals(state)? {
-        let id = run_id(&path);
+    for path in state.journals()? {
+        let id = journal::run_id_of(&path);
         let read = match journal::read(&path) {
             Ok(r) => r,
             Err(e) => {
@@ -205,7 +135,7 @@ fn list(state: &Path) -> anyhow::Result<Exit> {
             continue;
         };
         let (duration, mut status) = match &f.finished {
-            Some((status, code, ms)) => (crate::exec::secs(*ms), format!("{status} ({code})")),
+            Some((status, code, ms)) => (crate::display::secs(*ms), format!("{status} ({code})")),
             None => (String::new(), "incomplete".to_string()),
         };
         if f.mode == "dry-run" {
@@ -218,7 +148,7 @@ fn list(state: &Path) -> anyhow::Result<Exit> {
     }
     let mut out = std::io::stdout().lock();
     if rows.is_empty() {
-        writeln!(out, "no runs recorded in {}", state.join("runs").display())?;
+        writeln!(out, "no runs recorded in {}", state.runs_dir().display())?;
     } else {
         out.write_all(
             table::render(
@@ -233,9 +163,9 @@ fn list(state: &Path) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn load(state: &Path, run: &str) -> anyhow::Result<(PathBuf, Read)> {
-    let path = resolve(state, run)?;
-    let read = journal::read(&path).map_err(anyhow::Error::msg)?;
+fn load(state: &Store, run: &str) -> anyhow::Result<(PathBuf, Read)> {
+    let path = state.resolve(run).map_err(with_hint)?;
+    let read = journal::read(&path)?;
     if read.records.is_empty() {
         match &read.problem {
             Some(p) => bail!("{}: {}", path.display(), p.message),
@@ -254,7 +184,7 @@ fn load(state: &Path, run: &str) -> anyhow::Result<(PathBuf, Read)> {
     Ok((path, read))
 }
 
-fn show(state: &Path, run: &str, format: AuditFormat) -> anyhow::Result<Exit> {
+fn show(state: &Store, run: &str, format: AuditFormat) -> anyhow::Result<Exit> {
     let (path, read) = load(state, run)?;
     match format {
         AuditFormat::Json => {
@@ -266,7 +196,7 @@ fn show(state: &Path, run: &str, format: AuditFormat) -> anyhow::Result<Exit> {
         AuditFormat::Human => {
             let color =
                 anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never;
-            let human = crate::exec::Human::new(None, color, true);
+            let human = crate::display::Human::new(None, color, true);
             for r in &read.records {
                 let at = humantime::parse_rfc3339(&r.ts).unwrap_or(SystemTime::UNIX_EPOCH);
                 human.emit(at, &r.event);
@@ -276,7 +206,7 @@ fn show(state: &Path, run: &str, format: AuditFormat) -> anyhow::Result<Exit> {
                 writeln!(
                     out,
                     "(the run has not finished: it is still going, or it was interrupted; `runbook resume {}`)",
-                    run_id(&path)
+                    journal::run_id_of(&path)
                 )?;
             }
         }
@@ -311,7 +241,7 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
         f.runbook, f.title
     ));
     md.push_str("| | |\n|---|---|\n");
-    md.push_str(&format!("| Run | `{}` |\n", run_id(path)));
+    md.push_str(&format!("| Run | `{}` |\n", journal::run_id_of(path)));
     md.push_str(&format!("| Operator | {} |\n", cell(&f.operator)));
     md.push_str(&format!("| Mode | {} |\n", f.mode));
     md.push_str(&format!("| Started | {} |\n", f.started));
@@ -320,7 +250,7 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
             let end = records.last().map_or("", |r| r.ts.as_str());
             md.push_str(&format!(
                 "| Finished | {end} (after {}) |\n",
-                crate::exec::secs(*ms)
+                crate::display::secs(*ms)
             ));
             md.push_str(&format!("| Outcome | {status} (exit {code}) |\n"));
         }
@@ -377,7 +307,7 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
                     "- {} **{step}** {} — {what} by {}\n",
                     time_of(&r.ts),
                     titles.get(step).map_or("", String::as_str),
-                    crate::exec::answerer(by)
+                    crate::display::answerer(by)
                 ));
                 changes += 1;
             }
@@ -391,12 +321,12 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
             } if kinds.get(step).is_some_and(|k| k == "act") => {
                 let lines = actions.get(step).cloned().unwrap_or_default();
                 let how = match status {
-                    Status::Succeeded => format!("done in {}", crate::exec::secs(*duration_ms)),
+                    Status::Succeeded => format!("done in {}", crate::display::secs(*duration_ms)),
                     Status::NotExecuted => "not executed (dry run)".to_string(),
                     _ if killed.is_some() => format!(
                         "OUTCOME UNKNOWN: {} after {}; it may have been partly applied",
                         killed.map_or("", |k| k.as_str()),
-                        crate::exec::secs(*duration_ms)
+                        crate::display::secs(*duration_ms)
                     ),
                     other => format!(
                         "{}{}",
@@ -470,7 +400,11 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
             Event::Asked { step, question } => row(step, format!("asked: {question}")),
             Event::Answered { step, answer, by } => row(
                 step,
-                format!("{} by {}", answer_text(*answer), crate::exec::answerer(by)),
+                format!(
+                    "{} by {}",
+                    answer_text(*answer),
+                    crate::display::answerer(by)
+                ),
             ),
             Event::Decision {
                 step, goto, reason, ..
@@ -502,7 +436,7 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
                 format!(
                     "{} after {}{}{}",
                     status.as_str(),
-                    crate::exec::secs(*duration_ms),
+                    crate::display::secs(*duration_ms),
                     message
                         .as_deref()
                         .map(|m| format!(": {m}"))
@@ -533,22 +467,22 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
     if output_lines > 0 {
         md.push_str(&format!(
             "\n{output_lines} lines of command output are in the journal (`runbook audit show {} --format json`).\n",
-            run_id(path)
+            journal::run_id_of(path)
         ));
     }
     md
 }
 
-fn verify(state: &Path, run: Option<&str>, all: bool) -> anyhow::Result<Exit> {
+fn verify(state: &Store, run: Option<&str>, all: bool) -> anyhow::Result<Exit> {
     let paths = if all {
-        journals(state)?
+        state.journals()?
     } else {
-        vec![resolve(state, run.unwrap_or("last"))?]
+        vec![state.resolve(run.unwrap_or("last")).map_err(with_hint)?]
     };
     let mut bad = 0;
     let mut out = std::io::stdout().lock();
     for path in &paths {
-        let id = run_id(path);
+        let id = journal::run_id_of(path);
         match journal::read(path) {
             Err(e) => {
                 bad += 1;
@@ -580,7 +514,7 @@ fn verify(state: &Path, run: Option<&str>, all: bool) -> anyhow::Result<Exit> {
         }
     }
     if paths.is_empty() {
-        writeln!(out, "no runs recorded in {}", state.join("runs").display())?;
+        writeln!(out, "no runs recorded in {}", state.runs_dir().display())?;
     }
     Ok(if bad > 0 {
         Exit::Failure

@@ -6,7 +6,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use clap::CommandFactory;
 use runbook_core::model::{
     Action, CaptureSource, CaptureType, OnFail, OnFailSimple, ParamType, Runbook, StepKind,
 };
@@ -18,67 +17,20 @@ use serde_json::{Value, json};
 
 use runbook_exec::params::value_text;
 
+use crate::diagnostics::load_valid;
 use crate::diagnostics::{self, counts};
 use crate::library::{self, Loaded};
-use crate::{Cli, Command, Exit, GraphFormat, OutputFormat, ShowFormat, table};
+use crate::table::{self, plural};
+use crate::{Cli, Exit, GraphFormat, OutputFormat, ShowFormat};
 
-/// Run the chosen subcommand.
-pub fn run(cli: &Cli) -> anyhow::Result<Exit> {
-    match &cli.command {
-        Command::List => list(cli),
-        Command::Show { name, format } => show(cli, name, *format),
-        Command::Validate {
-            paths,
-            deny_warnings,
-            format,
-        } => validate(cli, paths, *deny_warnings, *format),
-        Command::Plan {
-            name,
-            params,
-            format,
-        } => plan(cli, name, params, *format),
-        Command::Graph { name, format } => graph(cli, name, *format),
-        Command::Exec(args) => crate::exec::exec(cli, args),
-        Command::Resume(args) => crate::exec::resume(cli, args),
-        Command::Audit { command } => crate::audit::audit(cli, command),
-        Command::Schema => {
-            emit(&runbook_core::model::json_schema())?;
-            Ok(Exit::Success)
-        }
-        Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            let mut buf = Vec::new();
-            clap_complete::generate(*shell, &mut cmd, "runbook", &mut buf);
-            std::io::stdout().lock().write_all(&buf)?;
-            Ok(Exit::Success)
-        }
-    }
-}
-
-fn emit(text: &str) -> anyhow::Result<()> {
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     let mut out = anstream::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
 }
 
-/// Load a runbook by name and stop with its diagnostics unless it is valid.
-pub(crate) fn load_valid(cli: &Cli, name: &str) -> anyhow::Result<Result<Loaded, Exit>> {
-    let path = library::resolve(name, &cli.dirs)?;
-    let loaded = Loaded::read(&path)?;
-    if loaded.checked.valid().is_none() {
-        let (errors, warnings) = diagnostics::report(&loaded, false);
-        diagnostics::error(&format!(
-            "{} is not a valid runbook ({})",
-            path.display(),
-            counts(errors, warnings)
-        ));
-        return Ok(Err(Exit::Invalid));
-    }
-    Ok(Ok(loaded))
-}
-
-fn list(cli: &Cli) -> anyhow::Result<Exit> {
+pub(crate) fn list(cli: &Cli) -> anyhow::Result<Exit> {
     let files = library::all_files(&cli.dirs)?;
     let mut rows = Vec::new();
     let mut invalid = 0;
@@ -121,7 +73,7 @@ fn list(cli: &Cli) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn validate(
+pub(crate) fn validate(
     cli: &Cli,
     paths: &[PathBuf],
     deny_warnings: bool,
@@ -190,10 +142,6 @@ fn validate(
         let _ = writeln!(err, "{summary}");
         Ok(Exit::Success)
     }
-}
-
-pub(crate) fn plural(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Parameter values for a static plan: given, defaulted, from the environment, or missing.
@@ -362,7 +310,12 @@ fn branch_skips(rb: &Runbook, plan: &Plan, i: usize, edge: Edge) -> Vec<String> 
         .collect()
 }
 
-fn plan(cli: &Cli, name: &str, given: &[String], format: OutputFormat) -> anyhow::Result<Exit> {
+pub(crate) fn plan(
+    cli: &Cli,
+    name: &str,
+    given: &[String],
+    format: OutputFormat,
+) -> anyhow::Result<Exit> {
     let loaded = match load_valid(cli, name)? {
         Ok(l) => l,
         Err(exit) => return Ok(exit),
@@ -523,7 +476,7 @@ fn plan(cli: &Cli, name: &str, given: &[String], format: OutputFormat) -> anyhow
     Ok(Exit::Success)
 }
 
-fn show(cli: &Cli, name: &str, format: ShowFormat) -> anyhow::Result<Exit> {
+pub(crate) fn show(cli: &Cli, name: &str, format: ShowFormat) -> anyhow::Result<Exit> {
     let loaded = match load_valid(cli, name)? {
         Ok(l) => l,
         Err(exit) => return Ok(exit),
@@ -758,7 +711,7 @@ fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-fn graph(cli: &Cli, name: &str, format: GraphFormat) -> anyhow::Result<Exit> {
+pub(crate) fn graph(cli: &Cli, name: &str, format: GraphFormat) -> anyhow::Result<Exit> {
     let loaded = match load_valid(cli, name)? {
         Ok(l) => l,
         Err(exit) => return Ok(exit),

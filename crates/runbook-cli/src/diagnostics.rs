@@ -6,7 +6,8 @@ use std::io::{IsTerminal, Write};
 use runbook_core::{Diagnostic, Severity};
 use unicode_width::UnicodeWidthStr;
 
-use crate::library::Loaded;
+use crate::library::{self, Loaded};
+use crate::{Cli, Exit};
 
 /// Whether stderr gets colour: a terminal, and NO_COLOR unset.
 pub fn stderr_color() -> bool {
@@ -164,10 +165,25 @@ pub fn report(loaded: &Loaded, deny_warnings: bool) -> (usize, usize) {
 
 /// "2 errors, 1 warning".
 pub fn counts(errors: usize, warnings: usize) -> String {
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     format!(
         "{}, {}",
-        plural(errors, "error"),
-        plural(warnings, "warning")
+        crate::table::plural(errors, "error"),
+        crate::table::plural(warnings, "warning")
     )
+}
+
+/// Load a runbook by name and stop with its diagnostics unless it is valid.
+pub(crate) fn load_valid(cli: &Cli, name: &str) -> anyhow::Result<Result<Loaded, Exit>> {
+    let path = library::resolve(name, &cli.dirs)?;
+    let loaded = Loaded::read(&path)?;
+    if loaded.checked.valid().is_none() {
+        let (errors, warnings) = report(&loaded, false);
+        error(&format!(
+            "{} is not a valid runbook ({})",
+            path.display(),
+            counts(errors, warnings)
+        ));
+        return Ok(Err(Exit::Invalid));
+    }
+    Ok(Ok(loaded))
 }

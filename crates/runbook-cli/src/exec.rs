@@ -1,21 +1,21 @@
 //! `runbook exec`: resolve parameters, refuse what cannot work, run the engine, show
 //! its events (human or JSON lines), ask the operator, handle Ctrl-C.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anstyle::{AnsiColor, Style};
 use anyhow::{Context as _, bail};
 use runbook_core::model::{Param, ParamType, Runbook};
-use runbook_exec::event::{
-    AnsweredBy, Contact, Event, Mode, RunStatus, Sink, Skip, Status, Stream,
-};
-use runbook_exec::{Answer, Engine, Operator, Options, Question, Report};
-use serde::Serialize;
+use runbook_exec::backend::ParameterError;
+use runbook_exec::event::{Mode, RunStatus, Sink, Status};
+use runbook_exec::journal::Store;
+use runbook_exec::{Engine, Options};
 
-use crate::{Cli, Exit, table};
+use crate::display::{Human, JsonLines, print_summary};
+use crate::terminal::{InflightChoice, Screen, Terminal, ask_inflight, prompt_param, unknown_why};
+use crate::{Cli, Exit};
 
 /// `--output` formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,7 +82,7 @@ pub struct AwsArgs {
 
 /// Run `runbook exec`.
 pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
-    let loaded = match crate::commands::load_valid(cli, &args.name)? {
+    let loaded = match crate::diagnostics::load_valid(cli, &args.name)? {
         Ok(l) => l,
         Err(exit) => return Ok(exit),
     };
@@ -146,16 +146,14 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
     refuse_without_terminal(&rb, &options, interactive)?;
 
     // The record and the lock come before the first step.
-    let state_dir =
-        runbook_exec::journal::state_dir(cli.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    let store = Store::locate(cli.state_dir.as_deref())?;
     let _lock = if args.dry_run {
         // A dry run changes nothing, so it neither needs nor blocks the lock.
         None
     } else {
-        Some(take_lock(&state_dir, &rb, &resolved, &run_id, &operator)?)
+        Some(take_lock(&store, &rb, &resolved, &run_id, &operator)?)
     };
-    let journal =
-        runbook_exec::journal::Journal::create(&state_dir, &run_id).map_err(anyhow::Error::msg)?;
+    let journal = store.create(&run_id)?;
     drive(
         rb,
         plan,
@@ -197,11 +195,12 @@ pub struct ResumeArgs {
 /// Run `runbook resume`: continue a run from its journal.
 pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
     use runbook_exec::resume as replay;
-    let state_dir =
-        runbook_exec::journal::state_dir(cli.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
-    let path = crate::audit::resolve(&state_dir, &args.run_id)?;
+    let store = Store::locate(cli.state_dir.as_deref())?;
+    let path = store
+        .resolve(&args.run_id)
+        .map_err(crate::audit::with_hint)?;
     // Read first, without touching the file; reopen for appending only once it can go on.
-    let read = runbook_exec::journal::read(&path).map_err(anyhow::Error::msg)?;
+    let read = runbook_exec::journal::read(&path)?;
     if let Some(p) = read.problem.as_ref().filter(|p| !p.torn) {
         bail!(
             "cannot resume from {}: {} (line {}); `runbook audit verify` shows the journal's state",
@@ -351,9 +350,14 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         ..Options::default()
     };
     refuse_without_terminal(&rb, &options, interactive)?;
-    let _lock = take_lock(&state_dir, &rb, &resolved, &state.run_id, &operator)?;
+    let _lock = take_lock(&store, &rb, &resolved, &state.run_id, &operator)?;
     let (journal, _, torn_bytes) =
-        runbook_exec::journal::Journal::reopen(&path).map_err(anyhow::Error::msg)?;
+        runbook_exec::journal::Journal::reopen(&path).map_err(|e| match e {
+            runbook_exec::journal::JournalError::Damaged { .. } => {
+                anyhow::anyhow!("{e} (`runbook audit verify` shows the journal's state)")
+            }
+            other => other.into(),
+        })?;
     let done: Vec<String> = restored
         .iter()
         .map(|r| rb.steps[r.step].id.value.clone())
@@ -376,20 +380,18 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
     )
 }
 
-/// Parameter Store, connected on first use (most runbooks never need it).
+/// Parameter Store, through the live backend, connected on first use (most runbooks
+/// never need it).
 struct ParameterStore {
-    #[cfg(feature = "aws")]
-    settings: runbook_exec::aws::Settings,
-    #[cfg(feature = "aws")]
-    client: std::cell::OnceCell<Result<(tokio::runtime::Runtime, runbook_exec::aws::Aws), String>>,
+    settings: runbook_exec::backend::AwsSettings,
+    client: std::cell::OnceCell<Result<(tokio::runtime::Runtime, runbook_exec::Live), String>>,
 }
 
 impl ParameterStore {
-    #[cfg(feature = "aws")]
     fn new(rb: &Runbook, aws: &AwsArgs) -> Self {
         let from_runbook = rb.aws.clone().unwrap_or_default();
         ParameterStore {
-            settings: runbook_exec::aws::Settings {
+            settings: runbook_exec::backend::AwsSettings {
                 region: aws.region.clone().or(from_runbook.region),
                 profile: aws.profile.clone().or(from_runbook.profile),
             },
@@ -397,79 +399,19 @@ impl ParameterStore {
         }
     }
 
-    #[cfg(not(feature = "aws"))]
-    fn new(_: &Runbook, _: &AwsArgs) -> Self {
-        ParameterStore {}
-    }
-
-    #[cfg(feature = "aws")]
-    fn get(&self, path: &str) -> Result<String, String> {
+    fn get(&self, path: &str) -> Result<String, ParameterError> {
+        use runbook_exec::Backend as _;
         let client = self.client.get_or_init(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-            let aws = rt.block_on(runbook_exec::aws::Aws::connect(&self.settings))?;
-            Ok((rt, aws))
+            let live = runbook_exec::Live::new(self.settings.clone()).map_err(|e| e.to_string())?;
+            Ok((rt, live))
         });
         match client {
-            Ok((rt, aws)) => rt.block_on(aws.parameter(path)),
-            Err(e) => Err(e.clone()),
-        }
-    }
-
-    #[cfg(not(feature = "aws"))]
-    fn get(&self, path: &str) -> Result<String, String> {
-        Err(format!(
-            "reading `{path}` from Parameter Store needs runbook built with the `aws` feature; \
-             pass the value with --param instead"
-        ))
-    }
-}
-
-enum InflightChoice {
-    Done,
-    Rerun,
-    Abort,
-}
-
-/// Who answered, as a person reads it: the operator, or the flag that approved in advance.
-pub(crate) fn answerer(by: &AnsweredBy) -> &str {
-    match by {
-        AnsweredBy::Operator(name) => name,
-        AnsweredBy::AutoApproveActs => "--yes",
-        AnsweredBy::AutoAcknowledgeManual => "--auto-manual",
-    }
-}
-
-/// Why an act's outcome is unknown, as the end of "act `x` ...".
-fn unknown_why(killed: Option<runbook_exec::event::Killed>) -> String {
-    match killed {
-        None => "was running when the run stopped".into(),
-        Some(k) => format!("was {} before it finished", k.as_str()),
-    }
-}
-
-fn ask_inflight(
-    id: &str,
-    title: &str,
-    killed: Option<runbook_exec::event::Killed>,
-) -> InflightChoice {
-    let mut err = anstream::stderr();
-    let _ = writeln!(
-        err,
-        "act `{id}` ({title}) {}: it may have been partly applied.",
-        unknown_why(killed)
-    );
-    loop {
-        let Some(line) = read_answer("Was it applied? [d]one / [r]un again / [a]bort: ") else {
-            return InflightChoice::Abort;
-        };
-        match line.trim().to_ascii_lowercase().as_str() {
-            "d" | "done" => return InflightChoice::Done,
-            "r" | "run" | "rerun" => return InflightChoice::Rerun,
-            "a" | "abort" => return InflightChoice::Abort,
-            _ => {}
+            Ok((rt, live)) => rt.block_on(live.parameter(path)),
+            Err(e) => Err(ParameterError(e.clone())),
         }
     }
 }
@@ -499,12 +441,12 @@ fn resolve_params(
         anyhow::anyhow!(
             "cannot run {}: {}\n  {}",
             rb.name.value,
-            if problems.len() == 1 {
+            if problems.0.len() == 1 {
                 "1 problem with its parameters".to_string()
             } else {
-                format!("{} problems with its parameters", problems.len())
+                format!("{} problems with its parameters", problems.0.len())
             },
-            problems.join("\n  ")
+            problems.0.join("\n  ")
         )
     })
 }
@@ -534,7 +476,7 @@ fn refuse_without_terminal(
 }
 
 fn take_lock(
-    state_dir: &std::path::Path,
+    store: &Store,
     rb: &Runbook,
     resolved: &runbook_exec::params::Resolved,
     run_id: &str,
@@ -556,7 +498,7 @@ fn take_lock(
         pid: std::process::id(),
         since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
-    match runbook_exec::lock::acquire(state_dir, &key, &me) {
+    match runbook_exec::lock::acquire(store.dir(), &key, &me) {
         Ok(runbook_exec::lock::Acquired::Fresh(l)) => Ok(l),
         Ok(runbook_exec::lock::Acquired::TakenOver(l, h)) => {
             crate::diagnostics::warning(&format!(
@@ -724,34 +666,6 @@ fn read_params_file(
     }
 }
 
-fn prompt_param(interactive: bool, name: &str, p: &Param) -> Option<String> {
-    if !interactive {
-        return None;
-    }
-    let what = p
-        .description
-        .as_deref()
-        .map(|d| format!(" ({d})"))
-        .unwrap_or_default();
-    let question = format!("{name}{what}: ");
-    if p.ty.value == ParamType::Secret {
-        return rpassword::prompt_password(question).ok();
-    }
-    read_answer(&question)
-}
-
-/// Show `prompt` on stderr and read one line from stdin; `None` at the end of input.
-fn read_answer(prompt: &str) -> Option<String> {
-    let mut err = anstream::stderr();
-    let _ = write!(err, "{prompt}");
-    let _ = err.flush();
-    let mut line = String::new();
-    match std::io::stdin().lock().read_line(&mut line) {
-        Ok(0) | Err(_) => None,
-        Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_string()),
-    }
-}
-
 /// Where the runbook came from: path, sha256, git commit and dirty flag.
 fn origin_of(loaded: &crate::library::Loaded) -> runbook_exec::event::Origin {
     let (path, source) = (loaded.path.as_path(), loaded.source.as_str());
@@ -803,626 +717,4 @@ fn run_id(name: &str) -> String {
         .map_or(0, |d| d.subsec_nanos());
     let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
     format!("{date}-{}-{short}-{salt:04x}", &time[..4.min(time.len())])
-}
-
-/// Asks on the terminal, one question at a time.
-struct Terminal {
-    lock: tokio::sync::Mutex<()>,
-    /// Spinners to hide while a question is on screen.
-    progress: Option<Arc<Screen>>,
-}
-
-/// The terminal while spinners are drawn: lines go above the spinners, and while a
-/// question is on screen they are held back (never blocking the engine) and shown after.
-pub(crate) struct Screen {
-    bars: indicatif::MultiProgress,
-    /// `Some(held lines)` while a question is on screen.
-    asking: Mutex<Option<Vec<String>>>,
-}
-
-impl Screen {
-    fn new() -> Self {
-        Screen {
-            bars: indicatif::MultiProgress::with_draw_target(
-                indicatif::ProgressDrawTarget::stdout(),
-            ),
-            asking: Mutex::new(None),
-        }
-    }
-
-    fn println(&self, line: String) {
-        let Ok(mut asking) = self.asking.lock() else {
-            return;
-        };
-        match asking.as_mut() {
-            Some(held) => held.push(line),
-            None => {
-                let _ = self.bars.println(line);
-            }
-        }
-    }
-
-    /// Ask with the spinners out of the way.
-    fn ask(&self, question: &Question) -> Answer {
-        if let Ok(mut asking) = self.asking.lock() {
-            *asking = Some(Vec::new());
-        }
-        let _ = self.bars.clear();
-        self.bars
-            .set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        let answer = ask_blocking(question);
-        if let Ok(mut asking) = self.asking.lock() {
-            self.bars
-                .set_draw_target(indicatif::ProgressDrawTarget::stdout());
-            for line in asking.take().unwrap_or_default() {
-                let _ = self.bars.println(line);
-            }
-        }
-        answer
-    }
-}
-
-impl Operator for Terminal {
-    fn ask(
-        &self,
-        question: Question,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>> {
-        Box::pin(async move {
-            let _turn = self.lock.lock().await;
-            let progress = self.progress.clone();
-            tokio::task::spawn_blocking(move || match progress {
-                Some(screen) => screen.ask(&question),
-                None => ask_blocking(&question),
-            })
-            .await
-            .unwrap_or(Answer::Abort)
-        })
-    }
-}
-
-fn ask_blocking(q: &Question) -> Answer {
-    let mut err = anstream::stderr();
-    let bold = Style::new().bold();
-    let _ = writeln!(err);
-    let _ = writeln!(
-        err,
-        "{bold}{} {}{bold:#} — {}",
-        if q.manual { "manual" } else { "act" },
-        q.step,
-        q.title
-    );
-    for line in &q.lines {
-        let _ = writeln!(err, "    {line}");
-    }
-    let question = q.confirm.clone().unwrap_or_else(|| {
-        if q.manual {
-            "Done?".into()
-        } else {
-            "Run this step?".into()
-        }
-    });
-    loop {
-        let Some(line) = read_answer(&format!("{bold}{question}{bold:#} [y/N/skip/abort] ")) else {
-            return Answer::Abort;
-        };
-        match line.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" => return Answer::Approve,
-            "" | "n" | "no" => return Answer::Decline,
-            "s" | "skip" => return Answer::Skip,
-            "a" | "abort" | "q" | "quit" => return Answer::Abort,
-            other => {
-                let _ = writeln!(err, "`{other}`: answer y, n, skip or abort");
-            }
-        }
-    }
-}
-
-/// `--output json`: one event per line.
-struct JsonLines;
-
-#[derive(Serialize)]
-struct Line<'a> {
-    ts: String,
-    #[serde(flatten)]
-    event: &'a Event,
-}
-
-impl Sink for JsonLines {
-    fn emit(&self, at: SystemTime, event: &Event) {
-        let line = Line {
-            ts: humantime::format_rfc3339_millis(at).to_string(),
-            event,
-        };
-        if let Ok(text) = serde_json::to_string(&line) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{text}");
-            let _ = out.flush();
-        }
-    }
-}
-
-/// The terminal display: one line per step, live output, decisions.
-pub(crate) struct Human {
-    color: bool,
-    kinds: Mutex<std::collections::HashMap<String, String>>,
-    /// Prefix every line with the event's time (for `audit show`).
-    timestamps: bool,
-    prefix: Mutex<String>,
-    /// Spinners for running steps, drawn on a terminal only.
-    progress: Option<Arc<Screen>>,
-    bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
-    /// `--from STEP`: how steps skipped before it are described.
-    from: Option<String>,
-}
-
-impl Human {
-    pub(crate) fn new(rb: Option<&Runbook>, color: bool, timestamps: bool) -> Self {
-        Human {
-            color,
-            kinds: Mutex::new(
-                rb.map(|rb| {
-                    rb.steps
-                        .iter()
-                        .map(|s| (s.id.value.clone(), s.kind.value.as_str().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            ),
-            timestamps,
-            prefix: Mutex::new(String::new()),
-            progress: None,
-            bars: Mutex::new(std::collections::HashMap::new()),
-            from: None,
-        }
-    }
-
-    /// The run was started with `--from STEP`.
-    pub(crate) fn starting_from(mut self, step: Option<String>) -> Self {
-        self.from = step;
-        self
-    }
-
-    /// Draw spinners for running steps (a terminal only).
-    pub(crate) fn with_progress(mut self, progress: Arc<Screen>) -> Self {
-        self.progress = Some(progress);
-        self
-    }
-
-    fn spin(&self, step: &str, kind: &str, action: &runbook_core::render::RenderedAction) {
-        let Some(mp) = &self.progress else { return };
-        let total = action
-            .wait_duration()
-            .map(|d| format!(" of {}", secs(u64::try_from(d.as_millis()).unwrap_or(0))))
-            .unwrap_or_default();
-        let style = indicatif::ProgressStyle::with_template("  {spinner} {prefix} {elapsed}{msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-        let bar = mp.bars.add(indicatif::ProgressBar::new_spinner());
-        bar.set_style(style);
-        bar.set_prefix(format!("{kind} {step}"));
-        bar.set_message(total);
-        bar.enable_steady_tick(Duration::from_millis(120));
-        if let Ok(mut bars) = self.bars.lock() {
-            bars.insert(step.to_string(), bar);
-        }
-    }
-
-    fn unspin(&self, step: &str) {
-        if let Some(bar) = self.bars.lock().ok().and_then(|mut b| b.remove(step)) {
-            bar.finish_and_clear();
-        }
-    }
-
-    fn spin_message(&self, step: &str, message: String) {
-        if let Some(bar) = self.bars.lock().ok().and_then(|b| b.get(step).cloned()) {
-            bar.set_message(message);
-        }
-    }
-
-    fn style(&self, s: Style) -> (String, String) {
-        if self.color {
-            (s.render().to_string(), s.render_reset().to_string())
-        } else {
-            (String::new(), String::new())
-        }
-    }
-
-    fn line(&self, text: &str) {
-        // Tabs move the cursor by an amount the spinner redraw cannot know: expand them.
-        let expanded;
-        let text = if text.contains('\t') {
-            expanded = expand_tabs(text);
-            expanded.as_str()
-        } else {
-            text
-        };
-        let prefix = self.prefix.lock().map(|p| p.clone()).unwrap_or_default();
-        if let Some(screen) = &self.progress {
-            screen.println(format!("{prefix}{text}"));
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{prefix}{text}");
-        let _ = out.flush();
-    }
-}
-
-/// Tabs replaced by spaces up to the next multiple of 8 columns.
-fn expand_tabs(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    let mut column = 0;
-    for c in text.chars() {
-        match c {
-            '\t' => {
-                let n = 8 - column % 8;
-                out.extend(std::iter::repeat_n(' ', n));
-                column += n;
-            }
-            '\n' => {
-                out.push(c);
-                column = 0;
-            }
-            _ => {
-                out.push(c);
-                column += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
-            }
-        }
-    }
-    out
-}
-
-/// `850ms`, `2.4s`, `3m05s`, `1h20m`.
-pub(crate) fn secs(ms: u64) -> String {
-    let s = ms / 1000;
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if s < 60 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
-}
-
-fn status_mark(status: Status) -> (&'static str, Style) {
-    let c = |a: AnsiColor| Style::new().fg_color(Some(a.into()));
-    match status {
-        Status::Succeeded => ("✓", c(AnsiColor::Green)),
-        Status::Failed => ("✗", c(AnsiColor::Red).bold()),
-        Status::Skipped => ("–", Style::new().dimmed()),
-        Status::Declined => ("✗", c(AnsiColor::Yellow)),
-        Status::NotExecuted => ("○", c(AnsiColor::Cyan)),
-        Status::Pending | Status::Running => ("…", Style::new().dimmed()),
-    }
-}
-
-impl Sink for Human {
-    fn emit(&self, at: SystemTime, event: &Event) {
-        if self.timestamps {
-            if let Ok(mut p) = self.prefix.lock() {
-                let ts = humantime::format_rfc3339_seconds(at).to_string();
-                *p = format!("{} ", ts.get(11..19).unwrap_or(&ts));
-            }
-        }
-        if let Event::StepStarted { step, kind, .. } = event {
-            if let Ok(mut k) = self.kinds.lock() {
-                k.insert(step.clone(), kind.clone());
-            }
-        }
-        let (dim, dim_end) = self.style(Style::new().dimmed());
-        let (bold, bold_end) = self.style(Style::new().bold());
-        match event {
-            Event::RunStarted {
-                run_id,
-                runbook,
-                title,
-                mode,
-                params,
-                ..
-            } => {
-                let mode = match mode {
-                    Mode::Live => String::new(),
-                    Mode::DryRun => " — DRY RUN: acts are shown, not executed".into(),
-                };
-                self.line(&format!("{bold}{runbook}{bold_end} — {title}{mode}"));
-                self.line(&format!("{dim}run {run_id}{dim_end}"));
-                if !params.is_empty() {
-                    let shown: Vec<String> = params
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", runbook_exec::params::value_text(v)))
-                        .collect();
-                    self.line(&format!("{dim}params {}{dim_end}", shown.join(" ")));
-                }
-                self.line("");
-            }
-            Event::StepStarted {
-                step,
-                kind,
-                title,
-                attempt,
-                action,
-                confirm,
-            } => {
-                if *attempt > 1 {
-                    return;
-                }
-                self.line(&format!("{bold}▶ {kind:<6} {step}{bold_end}  {title}"));
-                if let Some(a) = action {
-                    for l in a.lines() {
-                        self.line(&format!("{dim}    {l}{dim_end}"));
-                    }
-                }
-                if let Some(c) = confirm {
-                    self.line(&format!("{dim}    confirm: {c}{dim_end}"));
-                }
-                if let Some(a) = action {
-                    if !matches!(a, runbook_core::render::RenderedAction::Manual { .. }) {
-                        self.spin(step, kind, a);
-                    }
-                }
-            }
-            Event::Output { step, stream, line } => {
-                let (red, red_end) = match stream {
-                    Stream::Stderr => {
-                        self.style(Style::new().fg_color(Some(AnsiColor::Yellow.into())))
-                    }
-                    Stream::Stdout => (String::new(), String::new()),
-                };
-                self.line(&format!("    {dim}{step} │{dim_end} {red}{line}{red_end}"));
-            }
-            Event::Captured { name, value, .. } => {
-                self.line(&format!("{dim}    {name} = {value}{dim_end}"));
-            }
-            Event::Condition {
-                expr,
-                result,
-                values,
-                ..
-            } => {
-                let vals = runbook_exec::eval::show(values);
-                let vals = if vals.is_empty() {
-                    String::new()
-                } else {
-                    format!("  ({vals})")
-                };
-                self.line(&format!("{dim}    {expr} → {result}{vals}{dim_end}"));
-            }
-            Event::AttemptFailed {
-                step,
-                attempt,
-                attempts,
-                reason,
-                retry_in_ms,
-            } => {
-                self.spin_message(
-                    step,
-                    format!(
-                        " · attempt {attempt}/{attempts} failed, again in {}",
-                        secs(*retry_in_ms)
-                    ),
-                );
-                self.line(&format!(
-                    "    ↻ attempt {attempt}/{attempts}: {reason}; again in {}",
-                    secs(*retry_in_ms)
-                ));
-            }
-            Event::Asked { .. } | Event::Answered { .. } => {
-                if let Event::Answered { by, answer, .. } = event {
-                    if !matches!(by, AnsweredBy::Operator(_)) {
-                        self.line(&format!("{dim}    approved by {}{dim_end}", answerer(by)));
-                    } else if *answer != Answer::Approve {
-                        let what = match answer {
-                            Answer::Decline => "declined",
-                            Answer::Skip => "skipped",
-                            Answer::Abort => "aborted",
-                            Answer::Approve => "approved",
-                        };
-                        self.line(&format!("    {what} by {}", answerer(by)));
-                    }
-                }
-            }
-            Event::Decision {
-                step,
-                goto,
-                reason,
-                skips,
-                ..
-            } => {
-                let Some(target) = goto.as_deref() else {
-                    self.line(&format!("    ⤷ {step}: {reason}"));
-                    return;
-                };
-                let skips = if skips.is_empty() {
-                    String::new()
-                } else {
-                    format!("; skips {}", skips.join(", "))
-                };
-                self.line(&format!(
-                    "    ⤷ {step} → {bold}{target}{bold_end} ({reason}){skips}"
-                ));
-            }
-            Event::Rewind {
-                step,
-                from,
-                round,
-                of,
-            } => {
-                self.line(&format!(
-                    "    ⟲ {step} failed: starting again from {from} (round {round} of {of})"
-                ));
-            }
-            Event::StepFinished {
-                step,
-                status,
-                duration_ms,
-                message,
-                killed,
-                skip,
-                ..
-            } => {
-                self.unspin(step);
-                let (mark, style) = status_mark(*status);
-                let (s, s_end) = self.style(style);
-                let kind = self
-                    .kinds
-                    .lock()
-                    .ok()
-                    .and_then(|k| k.get(step).cloned())
-                    .unwrap_or_default();
-                let mut msg = match (skip, &self.from) {
-                    (Some(Skip::BeforeStart), Some(from)) => format!(": before --from {from}"),
-                    _ => message
-                        .as_deref()
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default(),
-                };
-                if let Some(k) = killed.filter(|_| kind == "act") {
-                    msg.push_str(&format!(
-                        " (outcome unknown: {}; it may have been partly applied)",
-                        k.as_str()
-                    ));
-                }
-                let time = if matches!(
-                    status,
-                    Status::Skipped | Status::NotExecuted | Status::Pending
-                ) {
-                    String::new()
-                } else {
-                    format!(" {}", secs(*duration_ms))
-                };
-                self.line(&format!(
-                    "{s}{mark} {kind:<6} {step} {}{time}{s_end}{msg}",
-                    status.as_str()
-                ));
-            }
-            Event::Escalation { due, next, .. } => {
-                let (red, red_end) =
-                    self.style(Style::new().fg_color(Some(AnsiColor::Red.into())).bold());
-                self.line(&format!("{red}ESCALATE now:{red_end}"));
-                for Contact { after, to } in due {
-                    self.line(&format!("    {to}  (from {after})"));
-                }
-                if due.is_empty() {
-                    self.line("    (no escalation contacts are listed in this runbook)");
-                }
-                if let Some(Contact { after, to }) = next {
-                    self.line(&format!("    next: {to} at {after}"));
-                }
-            }
-            Event::Signal { action, .. } => {
-                self.line(&format!("\ninterrupted: {action}"));
-            }
-            Event::Resumed {
-                by,
-                done,
-                inflight,
-                torn_bytes,
-                runbook_changed,
-            } => {
-                self.line(&format!("{bold}resumed by {by}{bold_end}"));
-                if !done.is_empty() {
-                    self.line(&format!(
-                        "{dim}    done before, not run again: {}{dim_end}",
-                        done.join(", ")
-                    ));
-                }
-                if !inflight.is_empty() {
-                    self.line(&format!(
-                        "    in flight when it stopped: {}",
-                        inflight.join(", ")
-                    ));
-                }
-                if *torn_bytes > 0 {
-                    self.line(&format!(
-                        "    an incomplete last journal line ({torn_bytes} bytes) was set aside"
-                    ));
-                }
-                if *runbook_changed {
-                    self.line("    the runbook file changed since the run started (--force)");
-                }
-            }
-            Event::RunFinished { .. } => {}
-        }
-    }
-}
-
-fn print_summary(rb: &Runbook, report: &Report, color: bool, dry: bool) {
-    let rows: Vec<Vec<String>> = report
-        .steps
-        .iter()
-        .map(|s| {
-            vec![
-                s.id.clone(),
-                s.kind.as_str().to_string(),
-                s.status.as_str().to_string(),
-                if matches!(s.status, Status::Skipped | Status::Pending) {
-                    String::new()
-                } else {
-                    secs(u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX))
-                },
-                note(s.message.as_deref().unwrap_or_default()),
-            ]
-        })
-        .collect();
-    let mut out = String::from("\n");
-    out.push_str(&table::render(
-        &["STEP", "KIND", "STATUS", "TIME", "NOTE"],
-        &rows,
-    ));
-    let (colour, word) = match report.status {
-        RunStatus::Succeeded => (AnsiColor::Green, "succeeded"),
-        RunStatus::Failed => (AnsiColor::Red, "failed"),
-        RunStatus::Escalated => (AnsiColor::Red, "failed and escalated"),
-        RunStatus::Aborted => (AnsiColor::Yellow, "stopped by the operator"),
-        RunStatus::Interrupted => (AnsiColor::Yellow, "interrupted"),
-    };
-    let style = Style::new().fg_color(Some(colour.into())).bold();
-    let (s, e) = if color {
-        (style.render().to_string(), style.render_reset().to_string())
-    } else {
-        (String::new(), String::new())
-    };
-    let ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
-    let what = if dry {
-        format!("dry run of {}", rb.name.value)
-    } else {
-        rb.name.value.clone()
-    };
-    let not_run = if report.summary.not_executed > 0 {
-        format!(
-            "; {} not executed",
-            crate::commands::plural(report.summary.not_executed, "step")
-        )
-    } else {
-        String::new()
-    };
-    out.push_str(&format!(
-        "\n{s}{what} {word}{e} in {}{not_run} (exit {})\n",
-        secs(ms),
-        report.status.exit_code()
-    ));
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes());
-    let _ = stdout.flush();
-}
-
-/// A summary note: the first line, at most 80 characters (the step line has it whole).
-fn note(message: &str) -> String {
-    let first = message.lines().next().unwrap_or_default();
-    if first.chars().nth(80).is_some() || message.contains('\n') {
-        format!("{}…", runbook_core::text::prefix_chars(first, 79))
-    } else {
-        first.to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tabs_expand_to_the_next_stop() {
-        assert_eq!(super::expand_tabs("a\tb"), "a       b");
-        assert_eq!(super::expand_tabs("12345678\tx"), "12345678        x");
-        assert_eq!(super::expand_tabs("障害\tx"), "障害    x");
-        assert_eq!(super::expand_tabs("a\n\tb"), "a\n        b");
-    }
 }

@@ -10,7 +10,6 @@ use std::time::SystemTime;
 
 use proptest::prelude::*;
 use runbook_exec::event::{Event, Killed, Mode, Origin, RunStatus, Status, Stream, Summary};
-use runbook_exec::journal::Journal;
 
 #[path = "../../runbook-core/tests/support/mutate.rs"]
 mod mutate;
@@ -36,7 +35,9 @@ fn journal_text() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::create(dir.path(), "20261123-0000-テスト-0001").unwrap();
+        let j = runbook_exec::journal::Store::at(dir.path())
+            .create("20261123-0000-テスト-0001")
+            .unwrap();
         let now = SystemTime::now();
         let step = |s: &str| s.to_string();
         let events = [

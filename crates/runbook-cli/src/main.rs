@@ -6,11 +6,13 @@
 mod audit;
 mod commands;
 mod diagnostics;
+mod display;
 mod exec;
 #[cfg(test)]
 mod fuzz;
 mod library;
 mod table;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -155,10 +157,43 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// Run the chosen subcommand.
+fn run(cli: &Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::List => commands::list(cli),
+        Command::Show { name, format } => commands::show(cli, name, *format),
+        Command::Validate {
+            paths,
+            deny_warnings,
+            format,
+        } => commands::validate(cli, paths, *deny_warnings, *format),
+        Command::Plan {
+            name,
+            params,
+            format,
+        } => commands::plan(cli, name, params, *format),
+        Command::Graph { name, format } => commands::graph(cli, name, *format),
+        Command::Exec(args) => exec::exec(cli, args),
+        Command::Resume(args) => exec::resume(cli, args),
+        Command::Audit { command } => audit::audit(cli, command),
+        Command::Schema => {
+            commands::emit(&runbook_core::model::json_schema())?;
+            Ok(Exit::Success)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "runbook", &mut buf);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &buf)?;
+            Ok(Exit::Success)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let code = match commands::run(&cli) {
+    let code = match run(&cli) {
         Ok(exit) => exit as u8,
         Err(err) => {
             if is_broken_pipe(&err) {

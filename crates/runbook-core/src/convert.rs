@@ -2,7 +2,7 @@
 //!
 //! Local checks live here (types, unknown and missing fields, enum values, durations,
 //! regexes, JMESPath, ids, defaults); checks that need the whole runbook (references,
-//! cycles, templates, conditions) live in [`crate::validate`].
+//! cycles, templates, conditions) live in `validate`, which builds on this module.
 
 use std::time::Duration;
 
@@ -1123,7 +1123,7 @@ impl<'a> Converter<'a> {
                         other => other.to_string(),
                     };
                     let offset = crate::text::floor_boundary(&expr, err.offset);
-                    let at = crate::validate::locate(self.source, &expr, offset, crate::text::char_at(&expr, offset));
+                    let at = expr.locate(self.source, offset, crate::text::char_at(&expr, offset));
                     self.push(
                         Diagnostic::new(Code::JmespathSyntax, at, format!("`json` of {what} is not valid JMESPath: {reason}"))
                             .label("invalid JMESPath")

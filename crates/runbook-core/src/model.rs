@@ -33,6 +33,27 @@ impl<T> Sp<T> {
     }
 }
 
+impl Sp<String> {
+    /// The span of `needle`, found `offset` bytes into this scalar's text in `source`
+    /// (quoted and block scalars do not map byte for byte, so the text is searched for
+    /// near the span; failing that, the whole scalar).
+    pub fn locate(&self, source: &str, offset: usize, needle: &str) -> Span {
+        let span = self.span;
+        let window_end =
+            crate::text::floor_boundary(source, span.offset + span.len.max(self.len() * 2 + 64));
+        let Some(window) = source.get(span.offset..window_end) else {
+            return span;
+        };
+        if let Some(p) = window.find(self.as_str()).filter(|_| !self.is_empty()) {
+            return span.narrow(source, p + offset, needle.len());
+        }
+        match window.find(needle).filter(|_| !needle.is_empty()) {
+            Some(p) => span.narrow(source, p, needle.len()),
+            None => span,
+        }
+    }
+}
+
 impl<T> std::ops::Deref for Sp<T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -378,7 +378,7 @@ impl<'a> Validator<'a> {
     /// Locate `needle` (found at `offset` in the value `text`) in the source, falling back
     /// to the whole value.
     fn locate(&self, value: &Sp<String>, offset: usize, needle: &str) -> Span {
-        locate(self.source, value, offset, needle)
+        value.locate(self.source, offset, needle)
     }
 
     fn template(
@@ -447,7 +447,7 @@ impl<'a> Validator<'a> {
         let source = self.source;
         for var in &analysis.vars {
             // Spans are only worked out for diagnostics: most references are fine.
-            let at = || locate(source, text, var.offset, &var.expr);
+            let at = || text.locate(source, var.offset, &var.expr);
             self.name_ref(&var.path, &at, step, plan, false);
         }
     }
@@ -478,7 +478,7 @@ impl<'a> Validator<'a> {
         for name in names.iter() {
             let at = || {
                 let start = expr.find(name[0].as_str()).unwrap_or(0);
-                locate(source, expr, start, &name.join("."))
+                expr.locate(source, start, &name.join("."))
             };
             let s = &self.rb.steps[step];
             let root = name[0].as_str();
@@ -702,24 +702,6 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-    }
-}
-
-/// Locate `needle` (found at `offset` in the scalar `value`) in the source, falling back
-/// to the whole scalar (quoting or folding can make the two texts differ).
-pub(crate) fn locate(source: &str, value: &Sp<String>, offset: usize, needle: &str) -> Span {
-    let span = value.span;
-    let window_end =
-        crate::text::floor_boundary(source, span.offset + span.len.max(value.len() * 2 + 64));
-    let Some(window) = source.get(span.offset..window_end) else {
-        return span;
-    };
-    if let Some(p) = window.find(value.as_str()).filter(|_| !value.is_empty()) {
-        return span.narrow(source, p + offset, needle.len());
-    }
-    match window.find(needle).filter(|_| !needle.is_empty()) {
-        Some(p) => span.narrow(source, p, needle.len()),
-        None => span,
     }
 }
 

@@ -36,9 +36,26 @@ pub struct Aws {
     region: String,
 }
 
+/// Why AWS could not be reached or answered with an error, in words for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AwsError(pub String);
+
+impl From<String> for AwsError {
+    fn from(s: String) -> Self {
+        AwsError(s)
+    }
+}
+
+impl From<&str> for AwsError {
+    fn from(s: &str) -> Self {
+        AwsError(s.to_string())
+    }
+}
+
 impl Aws {
     /// Load the configuration and build the client. Fails without a region.
-    pub async fn connect(settings: &Settings) -> Result<Aws, String> {
+    pub async fn connect(settings: &Settings) -> Result<Aws, AwsError> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(r) = &settings.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
@@ -69,7 +86,7 @@ impl Aws {
     }
 
     /// Read a parameter from Parameter Store, decrypted.
-    pub async fn parameter(&self, name: &str) -> Result<String, String> {
+    pub async fn parameter(&self, name: &str) -> Result<String, AwsError> {
         let out = self
             .client
             .get_parameter()
@@ -92,7 +109,7 @@ impl Aws {
         out.parameter()
             .and_then(|p| p.value())
             .map(str::to_string)
-            .ok_or_else(|| format!("parameter `{name}` has no value"))
+            .ok_or_else(|| AwsError(format!("parameter `{name}` has no value")))
     }
 }
 

@@ -14,6 +14,16 @@ use runbook_core::render::RenderedAction;
 
 use crate::action::{self, ActionResult, Io};
 
+/// The live backend could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the HTTP client: {0}")]
+pub struct SetupError(String);
+
+/// A Parameter Store value could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParameterError(pub String);
+
 /// A boxed future, as backends return them (the trait must stay object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -29,7 +39,7 @@ pub trait Backend: Send + Sync {
     ) -> BoxFuture<'a, ActionResult>;
 
     /// Read a value from Parameter Store (a secret parameter's `from: ssm:`).
-    fn parameter<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String, String>>;
+    fn parameter<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String, ParameterError>>;
 }
 
 /// Where AWS calls go: the command line's flags win over the runbook's `aws:`.
@@ -48,7 +58,7 @@ pub struct Live {
     aws_settings: AwsSettings,
     /// Created on first use: runbooks without AWS steps never load AWS configuration.
     #[cfg(feature = "aws")]
-    aws: tokio::sync::OnceCell<Result<crate::aws::Aws, String>>,
+    aws: tokio::sync::OnceCell<Result<crate::aws::Aws, crate::aws::AwsError>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -59,14 +69,14 @@ impl std::fmt::Debug for Live {
 
 impl Live {
     /// A live backend; AWS calls go where `aws` says.
-    pub fn new(aws: AwsSettings) -> Result<Live, String> {
+    pub fn new(aws: AwsSettings) -> Result<Live, SetupError> {
         #[cfg(not(feature = "aws"))]
         let _ = aws;
         let http = reqwest::Client::builder()
             .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+            .map_err(|e| SetupError(e.to_string()))?;
         Ok(Live {
             http,
             #[cfg(feature = "aws")]
@@ -78,7 +88,7 @@ impl Live {
 
     /// The run's AWS client, created on first use.
     #[cfg(feature = "aws")]
-    async fn aws(&self) -> Result<&crate::aws::Aws, String> {
+    async fn aws(&self) -> Result<&crate::aws::Aws, crate::aws::AwsError> {
         let result = self
             .aws
             .get_or_init(|| async {
@@ -140,7 +150,7 @@ impl Backend for Live {
                 #[cfg(feature = "aws")]
                 RenderedAction::SsmCommand(call) => match self.aws().await {
                     Ok(aws) => crate::aws::run_command(aws, call, io).await,
-                    Err(e) => ActionResult::failed(e),
+                    Err(e) => ActionResult::failed(e.to_string()),
                 },
                 #[cfg(feature = "aws")]
                 RenderedAction::SsmAutomation {
@@ -158,7 +168,7 @@ impl Backend for Live {
                         )
                         .await
                     }
-                    Err(e) => ActionResult::failed(e),
+                    Err(e) => ActionResult::failed(e.to_string()),
                 },
                 #[cfg(not(feature = "aws"))]
                 RenderedAction::SsmCommand(_) | RenderedAction::SsmAutomation { .. } => {
@@ -168,17 +178,18 @@ impl Backend for Live {
         })
     }
 
-    fn parameter<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String, String>> {
+    fn parameter<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String, ParameterError>> {
         Box::pin(async move {
             #[cfg(feature = "aws")]
             {
-                self.aws().await?.parameter(path).await
+                let aws = self.aws().await.map_err(|e| ParameterError(e.0))?;
+                aws.parameter(path).await.map_err(|e| ParameterError(e.0))
             }
             #[cfg(not(feature = "aws"))]
             {
-                Err(format!(
+                Err(ParameterError(format!(
                     "reading `{path}` from Parameter Store: {NO_AWS}; pass the value with --param instead"
-                ))
+                )))
             }
         })
     }

@@ -18,7 +18,10 @@ pub struct Outcome {
 /// `run`, and inside a step its own captures and built-ins) as variables.
 ///
 /// The error names the expression and shows the values it saw.
-pub fn evaluate(expr: &str, scope: &serde_json::Map<String, Value>) -> Result<Outcome, String> {
+pub(crate) fn evaluate(
+    expr: &str,
+    scope: &serde_json::Map<String, Value>,
+) -> Result<Outcome, String> {
     let values = seen(expr, scope);
     let program = cel::Program::compile(expr)
         .map_err(|e| format!("condition `{expr}` does not parse: {e}"))?;

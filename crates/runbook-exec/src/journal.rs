@@ -66,26 +66,187 @@ fn split_hash(line: &str) -> Option<(String, &str)> {
     Some((format!("{}}}", &line[..cut]), hash))
 }
 
-/// The directory that holds `runs/` and `locks/`.
-pub fn state_dir(flag: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(p) = flag {
-        return Ok(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("RUNBOOK_STATE_DIR").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    if let Some(p) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p).join("runbook"));
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".local/state/runbook")),
-        None => Err("no state directory: set --state-dir, RUNBOOK_STATE_DIR or HOME".into()),
+/// Why a journal could not be found, created, read or appended to.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// No state directory was given and none can be derived.
+    #[error("no state directory: none was given, and neither RUNBOOK_STATE_DIR nor HOME is set")]
+    NoStateDir,
+    /// A file or directory could not be used.
+    #[error("cannot {what} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `last` with no run recorded.
+    #[error("no runs recorded in {}", .dir.display())]
+    NoRuns {
+        /// The runs directory.
+        dir: PathBuf,
+    },
+    /// No run has this id or prefix.
+    #[error("unknown run `{run}`: {} recorded in {}", runs(*.count), .dir.display())]
+    UnknownRun {
+        /// What was asked for.
+        run: String,
+        /// How many runs there are.
+        count: usize,
+        /// The runs directory.
+        dir: PathBuf,
+    },
+    /// A prefix that names several runs.
+    #[error("`{run}` matches {} runs: {}", .matches.len(), .matches.join(", "))]
+    Ambiguous {
+        /// What was asked for.
+        run: String,
+        /// The run ids it matches.
+        matches: Vec<String>,
+    },
+    /// The journal does not verify, so nothing is appended to it.
+    #[error("{}: {problem}; refusing to append to a damaged journal", .path.display())]
+    Damaged {
+        /// The journal.
+        path: PathBuf,
+        /// Its first problem.
+        problem: String,
+    },
+}
+
+fn runs(n: usize) -> String {
+    if n == 1 {
+        "1 run".into()
+    } else {
+        format!("{n} runs")
     }
 }
 
-/// Path of a run's journal.
-pub fn run_path(state_dir: &Path, run_id: &str) -> PathBuf {
-    state_dir.join("runs").join(format!("{run_id}.jsonl"))
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JournalError {
+    let path = path.to_path_buf();
+    move |source| JournalError::Io { what, path, source }
+}
+
+/// The state directory: `runs/` (one journal per run) and `locks/`. The one place that
+/// knows the layout; exec, resume and audit find journals through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// The directory given, else `RUNBOOK_STATE_DIR`, else `$XDG_STATE_HOME/runbook`,
+    /// else `~/.local/state/runbook`.
+    pub fn locate(given: Option<&Path>) -> Result<Store, JournalError> {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let dir = given
+            .map(Path::to_path_buf)
+            .or_else(|| env("RUNBOOK_STATE_DIR"))
+            .or_else(|| env("XDG_STATE_HOME").map(|p| p.join("runbook")))
+            .or_else(|| env("HOME").map(|p| p.join(".local/state/runbook")))
+            .ok_or(JournalError::NoStateDir)?;
+        Ok(Store { dir })
+    }
+
+    /// A store at `dir`.
+    pub fn at(dir: impl Into<PathBuf>) -> Store {
+        Store { dir: dir.into() }
+    }
+
+    /// The state directory (locks live in `locks/` under it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the journals are.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.dir.join("runs")
+    }
+
+    /// Path of a run's journal.
+    pub fn path_of(&self, run_id: &str) -> PathBuf {
+        self.runs_dir().join(format!("{run_id}.jsonl"))
+    }
+
+    /// Create the journal of a new run.
+    pub fn create(&self, run_id: &str) -> Result<Journal, JournalError> {
+        Journal::create(self, run_id)
+    }
+
+    /// Every journal, oldest first by the time its run started (ids sort only to the
+    /// minute), then by id.
+    pub fn journals(&self) -> Result<Vec<PathBuf>, JournalError> {
+        let runs = self.runs_dir();
+        let entries = match std::fs::read_dir(&runs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("read", &runs)(e)),
+        };
+        let mut keyed: Vec<(String, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .map(|p| (started_at(&p), p))
+            .collect();
+        keyed.sort();
+        Ok(keyed.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// A run's journal by id, unique prefix or `last`.
+    pub fn resolve(&self, run: &str) -> Result<PathBuf, JournalError> {
+        let files = self.journals()?;
+        if run == "last" {
+            return files.last().cloned().ok_or(JournalError::NoRuns {
+                dir: self.runs_dir(),
+            });
+        }
+        if let Some(p) = files.iter().find(|p| run_id_of(p) == run) {
+            return Ok(p.clone());
+        }
+        let matches: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| run_id_of(p).starts_with(run))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(JournalError::UnknownRun {
+                run: run.to_string(),
+                count: files.len(),
+                dir: self.runs_dir(),
+            }),
+            many => Err(JournalError::Ambiguous {
+                run: run.to_string(),
+                matches: many.iter().map(|p| run_id_of(p)).collect(),
+            }),
+        }
+    }
+}
+
+/// The run id a journal file is named after.
+pub fn run_id_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The `ts` of a journal's first record (empty when unreadable).
+fn started_at(path: &Path) -> String {
+    use std::io::BufRead;
+    let Ok(file) = File::open(path) else {
+        return String::new();
+    };
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(file).read_line(&mut line);
+    serde_json::from_str::<serde_json::Value>(&line)
+        .ok()
+        .and_then(|v| v.get("ts").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_default()
 }
 
 struct Writer {
@@ -109,20 +270,15 @@ impl std::fmt::Debug for Journal {
 
 impl Journal {
     /// Create the journal of a new run (the file must not exist).
-    pub fn create(state_dir: &Path, run_id: &str) -> Result<Journal, String> {
-        let runs = state_dir.join("runs");
-        std::fs::create_dir_all(&runs).map_err(|e| {
-            format!(
-                "cannot create the state directory {}: {e} (choose another with --state-dir)",
-                runs.display()
-            )
-        })?;
-        let path = run_path(state_dir, run_id);
+    fn create(store: &Store, run_id: &str) -> Result<Journal, JournalError> {
+        let runs = store.runs_dir();
+        std::fs::create_dir_all(&runs).map_err(io_error("create the state directory", &runs))?;
+        let path = store.path_of(run_id);
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|e| format!("cannot create the journal {}: {e}", path.display()))?;
+            .map_err(io_error("create the journal", &path))?;
         // Make the new directory entry durable too.
         if let Ok(dir) = File::open(&runs) {
             let _ = dir.sync_all();
@@ -141,35 +297,33 @@ impl Journal {
     /// Reopen a journal to append to it (resume). A torn last line is moved to
     /// `<run>.torn` and cut off, so the chain stays whole; the returned count says how
     /// many bytes that was.
-    pub fn reopen(path: &Path) -> Result<(Journal, Vec<Record>, usize), String> {
+    pub fn reopen(path: &Path) -> Result<(Journal, Vec<Record>, usize), JournalError> {
         let read = read(path)?;
         if let Some(problem) = &read.problem {
             if !problem.torn {
-                return Err(format!(
-                    "{}: {} (run `runbook audit verify` for details); refusing to append to a damaged journal",
-                    path.display(),
-                    problem.message
-                ));
+                return Err(JournalError::Damaged {
+                    path: path.to_path_buf(),
+                    problem: problem.message.clone(),
+                });
             }
         }
         let mut torn = 0;
         if let Some(tail) = &read.torn_tail {
             torn = tail.len();
             let aside = path.with_extension("torn");
-            std::fs::write(&aside, tail)
-                .map_err(|e| format!("cannot keep the torn line in {}: {e}", aside.display()))?;
+            std::fs::write(&aside, tail).map_err(io_error("keep the torn line in", &aside))?;
             let f = OpenOptions::new()
                 .write(true)
                 .open(path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                .map_err(io_error("open", path))?;
             f.set_len(read.valid_len as u64)
                 .and_then(|()| f.sync_all())
-                .map_err(|e| format!("cannot cut the torn line off {}: {e}", path.display()))?;
+                .map_err(io_error("cut the torn line off", path))?;
         }
         let file = OpenOptions::new()
             .append(true)
             .open(path)
-            .map_err(|e| format!("cannot open {} for appending: {e}", path.display()))?;
+            .map_err(io_error("append to", path))?;
         let journal = Journal {
             path: path.to_path_buf(),
             writer: Mutex::new(Writer {
@@ -263,8 +417,8 @@ pub struct Read {
 
 /// Read and verify a journal: every line parses, `seq` counts up from 0, every `hash`
 /// matches its line and every `prev` the record before.
-pub fn read(path: &Path) -> Result<Read, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read(path: &Path) -> Result<Read, JournalError> {
+    let bytes = std::fs::read(path).map_err(io_error("read", path))?;
     let mut out = Read {
         last_hash: GENESIS.into(),
         ..Read::default()
@@ -391,7 +545,7 @@ mod tests {
     }
 
     fn journal(dir: &Path, n: usize) -> PathBuf {
-        let j = Journal::create(dir, "r").unwrap();
+        let j = Store::at(dir).create("r").unwrap();
         for i in 0..n {
             j.emit(SystemTime::now(), &event(i));
         }

@@ -14,7 +14,7 @@ pub mod action;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod backend;
-pub mod capture;
+pub(crate) mod capture;
 pub mod engine;
 pub mod eval;
 pub mod event;

@@ -64,10 +64,49 @@ fn file_name(key: &str) -> String {
     format!("{readable}-{}.lock", &hash[..8])
 }
 
+/// Why a lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another live run holds it.
+    #[error("{}", held_text(.key, .holder.as_deref(), .path))]
+    Held {
+        /// The lock key.
+        key: String,
+        /// Who holds it, when the lock file says.
+        holder: Option<Box<Holder>>,
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The lock file could not be created, locked or written.
+    #[error("cannot {what} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn held_text(key: &str, holder: Option<&Holder>, path: &Path) -> String {
+    match holder {
+        Some(h) => format!(
+            "`{key}` is locked by run {} of {} (pid {}) since {}; wait for it to finish, or stop it",
+            h.run_id, h.operator, h.pid, h.since
+        ),
+        None => format!("`{key}` is locked by another run ({})", path.display()),
+    }
+}
+
 /// Take the lock for `key`, or say who holds it.
-pub fn acquire(state_dir: &Path, key: &str, me: &Holder) -> Result<Acquired, String> {
+pub fn acquire(state_dir: &Path, key: &str, me: &Holder) -> Result<Acquired, LockError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LockError::Io { what, path, source }
+    };
     let dir = state_dir.join("locks");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
     let path = dir.join(file_name(key));
     let file = OpenOptions::new()
         .read(true)
@@ -75,31 +114,29 @@ pub fn acquire(state_dir: &Path, key: &str, me: &Holder) -> Result<Acquired, Str
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| format!("cannot open the lock {}: {e}", path.display()))?;
+        .map_err(io("open the lock", &path))?;
     let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(f) => f,
         Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut text = String::new();
             let _ = f.read_to_string(&mut text);
-            return Err(match serde_json::from_str::<Holder>(&text) {
-                Ok(h) => format!(
-                    "`{key}` is locked by run {} of {} (pid {}) since {}; wait for it to finish, or stop it",
-                    h.run_id, h.operator, h.pid, h.since
-                ),
-                Err(_) => format!("`{key}` is locked by another run ({})", path.display()),
+            return Err(LockError::Held {
+                key: key.to_string(),
+                holder: serde_json::from_str::<Holder>(&text).ok().map(Box::new),
+                path,
             });
         }
-        Err((_, e)) => return Err(format!("cannot lock {}: {e}", path.display())),
+        Err((_, e)) => return Err(io("lock", &path)(std::io::Error::from(e))),
     };
     let mut previous = String::new();
     let _ = file.read_to_string(&mut previous);
     let stale = serde_json::from_str::<Holder>(&previous).ok();
-    let text = serde_json::to_string(me).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string(me).map_err(|e| io("write the lock", &path)(e.into()))?;
     file.set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| file.write_all(text.as_bytes()))
         .and_then(|()| file.sync_data())
-        .map_err(|e| format!("cannot write the lock {}: {e}", path.display()))?;
+        .map_err(io("write the lock", &path))?;
     let lock = RunLock { file, path };
     Ok(match stale {
         Some(h) => Acquired::TakenOver(lock, h),
@@ -133,7 +170,14 @@ mod tests {
         let first = acquire(dir.path(), "db-prod", &me("r1")).unwrap();
         assert!(matches!(first, Acquired::Fresh(_)));
         let err = acquire(dir.path(), "db-prod", &me("r2")).unwrap_err();
-        assert!(err.contains("locked by run r1 of alice@host"), "{err}");
+        match &err {
+            LockError::Held { holder, .. } => assert_eq!(holder.as_ref().unwrap().run_id, "r1"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            err.to_string().contains("locked by run r1 of alice@host"),
+            "{err}"
+        );
         // Another key is independent.
         assert!(acquire(dir.path(), "db-other", &me("r3")).is_ok());
         drop(first);

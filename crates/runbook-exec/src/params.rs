@@ -7,6 +7,18 @@ use runbook_core::convert::coerce_param;
 use runbook_core::model::{Param, ParamSource, ParamType};
 use serde_json::Value;
 
+use crate::backend::ParameterError;
+
+/// Every problem with a run's parameters, one per line (all are found before reporting).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ParamProblems(pub Vec<String>);
+
+/// `--param` text that is not `NAME=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not NAME=VALUE")]
+pub struct NotAnAssignment(pub String);
+
 /// Where values come from, in order of precedence.
 pub struct Sources<'a> {
     /// `--param NAME=VALUE`, in the order given.
@@ -16,7 +28,7 @@ pub struct Sources<'a> {
     /// Environment lookup for `from: env:NAME`.
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Parameter Store lookup for `from: ssm:/path` (decrypted).
-    pub ssm: &'a dyn Fn(&str) -> Result<String, String>,
+    pub ssm: &'a dyn Fn(&str) -> Result<String, ParameterError>,
     /// Ask the operator for a missing required value (`None`: cannot ask).
     pub ask: &'a mut dyn FnMut(&str, &Param) -> Option<String>,
 }
@@ -61,7 +73,7 @@ impl Resolved {
 
 /// Resolve every parameter of `runbook`. On failure, every problem is listed (unknown
 /// names, wrong types, pattern mismatches, missing values), one per line.
-pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, Vec<String>> {
+pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, ParamProblems> {
     let mut problems = Vec::new();
     let known = || runbook.params.keys().map(String::as_str);
     let unknown = |name: &str, origin: &str| {
@@ -173,7 +185,7 @@ pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, Vec<
     if problems.is_empty() {
         Ok(resolved)
     } else {
-        Err(problems)
+        Err(ParamProblems(problems))
     }
 }
 
@@ -186,9 +198,9 @@ pub fn value_text(v: &Value) -> String {
 }
 
 /// Parse `NAME=VALUE`.
-pub fn parse_assignment(text: &str) -> Result<(String, String), String> {
+pub fn parse_assignment(text: &str) -> Result<(String, String), NotAnAssignment> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("`{text}` is not NAME=VALUE")),
+        _ => Err(NotAnAssignment(text.to_string())),
     }
 }

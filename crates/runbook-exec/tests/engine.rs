@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use runbook_core::render::RenderedAction;
 use runbook_exec::action::{ActionResult, Io};
-use runbook_exec::backend::{Backend, BoxFuture};
+use runbook_exec::backend::{Backend, BoxFuture, ParameterError};
 use runbook_exec::event::{Killed, Stream};
 use runbook_exec::{
     Answer, Engine, Event, Mode, Operator, Options, Question, Report, RunStatus, Sink, Status,
@@ -146,8 +146,8 @@ impl Backend for Script {
         })
     }
 
-    fn parameter<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async move { Err(format!("no scripted parameter `{path}`")) })
+    fn parameter<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String, ParameterError>> {
+        Box::pin(async move { Err(ParameterError(format!("no scripted parameter `{path}`"))) })
     }
 }
 

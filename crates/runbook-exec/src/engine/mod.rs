@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::backend::{AwsSettings, Backend, Live};
+use crate::backend::{AwsSettings, Backend, Live, SetupError};
 use crate::event::{Answer, Event, Killed, Mode, RunStatus, Sink, Skip, Status, Summary};
 use crate::mask::Masker;
 
@@ -218,7 +218,7 @@ impl Engine {
         options: Options,
         sink: Arc<dyn Sink>,
         operator: Arc<dyn Operator>,
-    ) -> Result<Engine, String> {
+    ) -> Result<Engine, SetupError> {
         let from_runbook = runbook.aws.clone().unwrap_or_default();
         let backend = Live::new(AwsSettings {
             region: options.aws_region.clone().or(from_runbook.region),
