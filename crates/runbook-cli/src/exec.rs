@@ -597,25 +597,27 @@ fn drive(
         .build()
         .context("cannot start the async runtime")?;
     let report = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
         let control = engine.control();
+        // Installed here, before the first step starts: a signal that arrives while the
+        // handler task has not been polled yet is still seen.
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let mut term = signal(SignalKind::terminate()).ok();
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+                match s.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            }
             loop {
-                let term_fut = async {
-                    match term.as_mut() {
-                        Some(t) => {
-                            t.recv().await;
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
-                    r = tokio::signal::ctrl_c() => {
-                        if r.is_err() { break; }
+                    r = next(&mut int) => {
+                        if r.is_none() { break; }
                         control.interrupt();
                     }
-                    () = term_fut => {
+                    r = next(&mut term) => {
+                        if r.is_none() { break; }
                         control.interrupt();
                         control.interrupt();
                     }

@@ -77,7 +77,13 @@ fn read_ns(dir: &Path, file: &str) -> u128 {
 #[test]
 fn independent_steps_run_concurrently_and_parallel_1_serialises() {
     let dir = tempfile::tempdir().unwrap();
-    let out = exec("concurrent", dir.path(), &["--parallel", "4"]);
+    // Each waits (up to a minute) for the other two to start: they can only all end if
+    // they run at the same time.
+    let out = exec(
+        "concurrent",
+        dir.path(),
+        &["--parallel", "4", "-p", "wait=1200"],
+    );
     assert_eq!(code(&out), 0, "{:?}", text(&out));
     let d = dir.path();
     // Every pair overlapped: each started before the other ended.
@@ -490,18 +496,22 @@ fn interrupt_stops_scheduling_then_kills_and_exits_130() {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let started = line.contains("long │ started");
-        seen.push(line);
-        if started {
-            break;
+    let mut wait_for = |what: &str| {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let found = line.contains(what);
+            seen.push(line);
+            if found {
+                return;
+            }
         }
-    }
+        panic!("no `{what}` in\n{}", seen.join("\n"));
+    };
+    wait_for("long │ started");
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
     kill(pid, Signal::SIGINT).unwrap();
     // The first interrupt lets the running step go on.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("interrupted: no new steps start");
     assert!(
         child.try_wait().unwrap().is_none(),
         "exited on the first Ctrl-C"
@@ -1029,9 +1039,13 @@ mod resume {
 
     /// Start the 10-step runbook, SIGKILL it once `stop_at` says so, resume it, and check
     /// that every act ran exactly once and the journal verifies.
-    fn crash_and_resume(stop_at: &dyn Fn(&str, usize) -> bool) -> String {
+    fn crash_and_resume(stop_at: &dyn Fn(&str, usize) -> bool, hold_long: bool) -> String {
         let state = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
+        // `long` runs until `go` exists: held, it is surely in flight when killed.
+        if !hold_long {
+            std::fs::write(dir.path().join("go"), "").unwrap();
+        }
         let dir_param = format!("dir={}", dir.path().display());
         let mut child = runbook()
             .env("RUNBOOK_STATE_DIR", state.path())
@@ -1052,6 +1066,7 @@ mod resume {
         }
         child.kill().unwrap();
         child.wait().unwrap();
+        std::fs::write(dir.path().join("go"), "").unwrap();
 
         // The journal of a killed run verifies.
         let out = with_state(state.path(), &["audit", "verify", "last"]);
@@ -1110,13 +1125,13 @@ mod resume {
     #[test]
     fn sigkill_at_every_step_boundary_then_resume_runs_every_act_once() {
         for boundary in 1..=9 {
-            crash_and_resume(&|_, finished| finished >= boundary);
+            crash_and_resume(&|_, finished| finished >= boundary, false);
         }
     }
 
     #[test]
     fn sigkill_in_the_middle_of_a_long_step_then_resume() {
-        let out = crash_and_resume(&|line, _| line.contains("long │ sleeping"));
+        let out = crash_and_resume(&|line, _| line.contains("long │ sleeping"), true);
         assert!(out.contains("long: run again (read-only)"), "{out}");
     }
 
@@ -1124,6 +1139,7 @@ mod resume {
     fn an_inflight_act_is_never_rerun_unasked() {
         let state = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("go"), "").unwrap();
         // Forge the situation exactly: a journal whose act started and never finished.
         let out = with_state(
             state.path(),
@@ -1281,6 +1297,7 @@ mod resume {
     fn a_changed_runbook_is_refused_unless_forced() {
         let state = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("go"), "").unwrap();
         let copy = dir.path().join("crash.yaml");
         std::fs::copy(fixture("crash"), &copy).unwrap();
         let out = with_state(
