@@ -298,16 +298,40 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
         }
     }
     md.push_str("\n## Changes made\n\n");
+    // Acts that ran (succeeded, failed or killed): the changes. Every other ending of an
+    // act (declined, skipped, interrupted while asking, a dry run) is a change not made.
+    let ran: std::collections::HashSet<&str> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepFinished { step, status, .. }
+                if kinds.get(step).is_some_and(|k| k == "act")
+                    && matches!(status, Status::Succeeded | Status::Failed) =>
+            {
+                Some(step.as_str())
+            }
+            _ => None,
+        })
+        .collect();
     let mut changes = 0;
+    let mut not_made = Vec::new();
+    let mut answers: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     for r in records {
         match &r.event {
             Event::Answered { step, answer, by } => {
-                let what = answer_text(*answer);
+                let what = format!(
+                    "{} by {}",
+                    answer_text(*answer),
+                    crate::display::answerer(by)
+                );
+                let is_act = kinds.get(step).is_some_and(|k| k == "act");
+                if is_act && !ran.contains(step.as_str()) {
+                    answers.insert(step, what);
+                    continue;
+                }
                 md.push_str(&format!(
-                    "- {} **{step}** {} — {what} by {}\n",
+                    "- {} **{step}** {} — {what}\n",
                     time_of(&r.ts),
                     titles.get(step).map_or("", String::as_str),
-                    crate::display::answerer(by)
                 ));
                 changes += 1;
             }
@@ -319,10 +343,24 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
                 killed,
                 ..
             } if kinds.get(step).is_some_and(|k| k == "act") => {
+                if !ran.contains(step.as_str()) {
+                    let why = match status {
+                        Status::NotExecuted => "not executed (dry run)".to_string(),
+                        _ => answers
+                            .get(step.as_str())
+                            .cloned()
+                            .or_else(|| message.clone())
+                            .unwrap_or_else(|| status.as_str().to_string()),
+                    };
+                    not_made.push(format!(
+                        "- **{step}** {}: {why}\n",
+                        titles.get(step).map_or("", String::as_str)
+                    ));
+                    continue;
+                }
                 let lines = actions.get(step).cloned().unwrap_or_default();
                 let how = match status {
                     Status::Succeeded => format!("done in {}", crate::display::secs(*duration_ms)),
-                    Status::NotExecuted => "not executed (dry run)".to_string(),
                     _ if killed.is_some() => format!(
                         "OUTCOME UNKNOWN: {} after {}; it may have been partly applied",
                         killed.map_or("", |k| k.as_str()),
@@ -348,6 +386,12 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
     }
     if changes == 0 {
         md.push_str("Nothing was changed.\n");
+    }
+    if !not_made.is_empty() {
+        md.push_str("\n## Changes not made\n\n");
+        for line in not_made {
+            md.push_str(&line);
+        }
     }
 
     md.push_str("\n## Timeline\n\n| Time (UTC) | Step | What happened |\n|---|---|---|\n");

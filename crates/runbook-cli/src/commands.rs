@@ -555,7 +555,7 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
                 o.push_str(&format!(
                     "| `{}` | {} | {} | {} |\n",
                     r[0],
-                    r[1],
+                    md_cell(&r[1]),
                     md_cell(&r[2]),
                     md_cell(&r[3])
                 ));
@@ -590,13 +590,17 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
         let s = &rb.steps[i];
         let kind = s.kind.value.as_str();
         if markdown {
-            o.push_str(&format!("\n### {}. {} ({kind})\n\n", n + 1, s.title.value));
+            o.push_str(&format!(
+                "\n### {}. {} ({kind})\n\n",
+                n + 1,
+                shown_title(rb, s)
+            ));
             o.push_str(&format!("Step `{}`.", s.id.value));
         } else {
             o.push_str(&format!(
                 "\n  {}. [{kind}] {}  ({})\n",
                 n + 1,
-                s.title.value,
+                shown_title(rb, s),
                 s.id.value
             ));
         }
@@ -727,6 +731,60 @@ pub(crate) fn graph(cli: &Cli, name: &str, format: GraphFormat) -> anyhow::Resul
     Ok(Exit::Success)
 }
 
+/// A step's title as people read it in `show` and `graph`: templates that read only
+/// parameters with defaults are rendered with those defaults; otherwise the template is
+/// shown as written (`{{params.db}}` stays visibly a placeholder).
+fn shown_title(rb: &Runbook, step: &runbook_core::model::Step) -> String {
+    let title = &step.title.value;
+    if !title.contains("{{") {
+        return title.clone();
+    }
+    let defaults: serde_json::Map<String, Value> = rb
+        .params
+        .iter()
+        .filter_map(|(k, p)| Some((k.clone(), p.default.as_ref()?.value.clone())))
+        .collect();
+    runbook_core::template::Renderer::new()
+        .render(
+            runbook_core::template::Context::Text,
+            &step.title,
+            &serde_json::json!({ "params": defaults }),
+        )
+        .unwrap_or_else(|_| title.clone())
+}
+
+/// One edge of a drawn graph: at most one per pair of steps (a step that is both a
+/// branch's route and in `needs` of its target is drawn once, with the route's label).
+struct GraphEdge {
+    to: usize,
+    label: Option<String>,
+    on_failure: bool,
+}
+
+fn graph_edges(rb: &Runbook, plan: &Plan, src: usize) -> Vec<GraphEdge> {
+    let mut edges: Vec<(usize, Edge)> = plan.outgoing(src).collect();
+    edges.sort_by_key(|(t, e)| (plan.position[*t], format!("{e:?}")));
+    let mut out: Vec<GraphEdge> = Vec::new();
+    for (t, e) in edges {
+        let label = edge_label(rb, src, e);
+        match out.iter_mut().find(|g| g.to == t) {
+            Some(g) => {
+                g.on_failure &= e == Edge::FailGoto;
+                g.label = match (g.label.take(), label) {
+                    (Some(a), Some(b)) => Some(format!("{a} or {b}")),
+                    (a, b) => a.or(b),
+                };
+            }
+            None => out.push(GraphEdge {
+                to: t,
+                label,
+                on_failure: e == Edge::FailGoto,
+            }),
+        }
+    }
+    out
+}
+
 fn edge_label(rb: &Runbook, src: usize, edge: Edge) -> Option<String> {
     match edge {
         Edge::Next | Edge::Needs => None,
@@ -750,7 +808,11 @@ pub(crate) fn mermaid(rb: &Runbook, plan: &Plan) -> String {
     let mut o = String::from("flowchart TD\n");
     for &i in &plan.order {
         let s = &rb.steps[i];
-        let label = mermaid_text(&format!("{}: {}", s.kind.value.as_str(), s.title.value));
+        let label = mermaid_text(&format!(
+            "{}: {}",
+            s.kind.value.as_str(),
+            shown_title(rb, s)
+        ));
         let (open, close) = match s.kind.value {
             StepKind::Check => ("[\"", "\"]"),
             StepKind::Act => ("{{\"", "\"}}"),
@@ -760,13 +822,16 @@ pub(crate) fn mermaid(rb: &Runbook, plan: &Plan) -> String {
         o.push_str(&format!("    s_{}{open}{label}{close}\n", s.id.value));
     }
     for &i in &plan.order {
-        let mut edges: Vec<(usize, Edge)> = plan.outgoing(i).collect();
-        edges.sort_by_key(|(t, e)| (plan.position[*t], format!("{e:?}")));
-        for (t, e) in edges {
+        for GraphEdge {
+            to: t,
+            label,
+            on_failure,
+        } in graph_edges(rb, plan, i)
+        {
             let from = &rb.steps[i].id.value;
             let to = &rb.steps[t].id.value;
-            let arrow = if e == Edge::FailGoto { "-.->" } else { "-->" };
-            match edge_label(rb, i, e) {
+            let arrow = if on_failure { "-.->" } else { "-->" };
+            match label {
                 Some(l) => o.push_str(&format!(
                     "    s_{from} {arrow}|\"{}\"| s_{to}\n",
                     mermaid_text(&l)
@@ -801,7 +866,7 @@ pub(crate) fn dot(rb: &Runbook, plan: &Plan) -> String {
         let label = dot_text(&format!(
             "{}: {}\n({})",
             s.kind.value.as_str(),
-            s.title.value,
+            shown_title(rb, s),
             s.id.value
         ));
         o.push_str(&format!(
@@ -810,15 +875,14 @@ pub(crate) fn dot(rb: &Runbook, plan: &Plan) -> String {
         ));
     }
     for &i in &plan.order {
-        let mut edges: Vec<(usize, Edge)> = plan.outgoing(i).collect();
-        edges.sort_by_key(|(t, e)| (plan.position[*t], format!("{e:?}")));
-        for (t, e) in edges {
-            let style = if e == Edge::FailGoto {
-                ", style=dashed"
-            } else {
-                ""
-            };
-            let label = edge_label(rb, i, e)
+        for GraphEdge {
+            to: t,
+            label,
+            on_failure,
+        } in graph_edges(rb, plan, i)
+        {
+            let style = if on_failure { ", style=dashed" } else { "" };
+            let label = label
                 .map(|l| format!(" [label=\"{}\"{style}]", dot_text(&l)))
                 .unwrap_or_default();
             o.push_str(&format!(

@@ -50,6 +50,9 @@ impl Sink for JsonLines {
     }
 }
 
+/// A step's output lines: of its previous attempt, of this one, and which attempt this is.
+type Attempts = (Vec<String>, Vec<String>, u32);
+
 /// The terminal display: one line per step, live output, decisions.
 pub(crate) struct Human {
     color: bool,
@@ -62,6 +65,11 @@ pub(crate) struct Human {
     bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
     /// `--from STEP`: how steps skipped before it are described.
     from: Option<String>,
+    /// Acts are asked about: their `confirm` text is shown as the question, not here.
+    asking_acts: bool,
+    /// Per step: the output lines of the previous attempt and of this one, so a polling
+    /// step shows its full output once and afterwards only the lines that changed.
+    attempts: Mutex<std::collections::HashMap<String, Attempts>>,
 }
 
 impl Human {
@@ -82,6 +90,38 @@ impl Human {
             progress: None,
             bars: Mutex::new(std::collections::HashMap::new()),
             from: None,
+            asking_acts: false,
+            attempts: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Acts will be asked about on the terminal.
+    pub(crate) fn asking_acts(mut self, asks: bool) -> Self {
+        self.asking_acts = asks;
+        self
+    }
+
+    /// Whether an output line repeats the same line of the step's previous attempt.
+    fn repeated(&self, step: &str, line: &str) -> bool {
+        let Ok(mut a) = self.attempts.lock() else {
+            return false;
+        };
+        let (prev, cur, attempt) = a.entry(step.to_string()).or_default();
+        let same = *attempt > 1 && prev.get(cur.len()).is_some_and(|p| p == line);
+        cur.push(line.to_string());
+        same
+    }
+
+    fn next_attempt(&self, step: &str, attempt: u32) {
+        if let Ok(mut a) = self.attempts.lock() {
+            let (prev, cur, n) = a.entry(step.to_string()).or_default();
+            if attempt > 1 {
+                *prev = std::mem::take(cur);
+            } else {
+                prev.clear();
+                cur.clear();
+            }
+            *n = attempt;
         }
     }
 
@@ -252,6 +292,7 @@ impl Sink for Human {
                 action,
                 confirm,
             } => {
+                self.next_attempt(step, *attempt);
                 if *attempt > 1 {
                     return;
                 }
@@ -261,7 +302,7 @@ impl Sink for Human {
                         self.line(&format!("{dim}    {l}{dim_end}"));
                     }
                 }
-                if let Some(c) = confirm {
+                if let Some(c) = confirm.as_ref().filter(|_| !self.asking_acts) {
                     self.line(&format!("{dim}    confirm: {c}{dim_end}"));
                 }
                 if let Some(a) = action {
@@ -271,6 +312,11 @@ impl Sink for Human {
                 }
             }
             Event::Output { step, stream, line } => {
+                // A poll's attempts after the first show only what changed (the journal
+                // keeps every line).
+                if self.repeated(step, line) {
+                    return;
+                }
                 let (red, red_end) = match stream {
                     Stream::Stderr => {
                         self.style(Style::new().fg_color(Some(AnsiColor::Yellow.into())))

@@ -347,6 +347,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         origin: now,
         aws_region: args.run.aws.region.clone(),
         aws_profile: args.run.aws.profile.clone(),
+        earlier: replay::time_spent(&read.records),
         ..Options::default()
     };
     refuse_without_terminal(&rb, &options, interactive)?;
@@ -546,7 +547,11 @@ fn drive(
                 Start::From(Some(i)) => Some(rb.steps[*i].id.value.clone()),
                 _ => None,
             };
-            let human = Human::new(Some(&rb), color, false).starting_from(from);
+            // Acts will be asked about: their `confirm` text is the question, shown then.
+            let asks = options.mode == Mode::Live && !options.yes;
+            let human = Human::new(Some(&rb), color, false)
+                .starting_from(from)
+                .asking_acts(asks);
             Box::new(match &progress {
                 Some(p) => human.with_progress(Arc::clone(p)),
                 None => human,
@@ -572,6 +577,7 @@ fn drive(
         Arc::new(Terminal {
             lock: tokio::sync::Mutex::new(()),
             progress: progress.clone(),
+            show_action: output == ExecOutput::Json,
         }),
     )
     .map_err(anyhow::Error::msg)?;

@@ -72,6 +72,9 @@ pub(crate) struct Terminal {
     pub(crate) lock: tokio::sync::Mutex<()>,
     /// Spinners to hide while a question is on screen.
     pub(crate) progress: Option<Arc<Screen>>,
+    /// Show the step's command with the question: only when the display has not just
+    /// shown it (`--output json`); the human display prints it once, above.
+    pub(crate) show_action: bool,
 }
 
 /// The terminal while spinners are drawn: lines go above the spinners, and while a
@@ -112,7 +115,7 @@ impl Screen {
         let _ = self.bars.clear();
         self.bars
             .set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        let answer = ask_blocking(question);
+        let answer = ask_blocking(question, false);
         if let Ok(mut asking) = self.asking.lock() {
             self.bars
                 .set_draw_target(indicatif::ProgressDrawTarget::stdout());
@@ -132,9 +135,10 @@ impl Operator for Terminal {
         Box::pin(async move {
             let _turn = self.lock.lock().await;
             let progress = self.progress.clone();
+            let show_action = self.show_action;
             tokio::task::spawn_blocking(move || match progress {
                 Some(screen) => screen.ask(&question),
-                None => ask_blocking(&question),
+                None => ask_blocking(&question, show_action),
             })
             .await
             .unwrap_or(Answer::Abort)
@@ -142,7 +146,7 @@ impl Operator for Terminal {
     }
 }
 
-pub(crate) fn ask_blocking(q: &Question) -> Answer {
+pub(crate) fn ask_blocking(q: &Question, show_action: bool) -> Answer {
     let mut err = anstream::stderr();
     let bold = Style::new().bold();
     let _ = writeln!(err);
@@ -153,8 +157,10 @@ pub(crate) fn ask_blocking(q: &Question) -> Answer {
         q.step,
         q.title
     );
-    for line in &q.lines {
-        let _ = writeln!(err, "    {line}");
+    if show_action {
+        for line in &q.lines {
+            let _ = writeln!(err, "    {line}");
+        }
     }
     let question = q.confirm.clone().unwrap_or_else(|| {
         if q.manual {

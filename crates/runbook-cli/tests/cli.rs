@@ -276,6 +276,18 @@ fn show_human_and_markdown() {
     ]));
 }
 
+/// Titles render parameters' defaults (a parameter without one stays a visible
+/// placeholder), `|` inside a markdown table cell is escaped, and a step that is both a
+/// branch's route and in `needs` of its target is one edge.
+#[test]
+fn show_and_graph_titles_cells_and_edges() {
+    let file = "tests/fixtures/valid/display.yaml";
+    assert_cmd_snapshot!(runbook(&["show", file, "--format", "markdown"]));
+    assert_cmd_snapshot!(runbook(&["show", file]));
+    assert_cmd_snapshot!(runbook(&["graph", file]));
+    assert_cmd_snapshot!(runbook(&["graph", file, "--format", "dot"]));
+}
+
 #[test]
 fn graph_mermaid_and_dot() {
     assert_cmd_snapshot!(runbook(&[

@@ -174,6 +174,46 @@ fn verify_polls_until_the_third_attempt() {
     assert!(stdout.contains("attempt 1/5"), "{stdout}");
     assert!(stdout.contains("attempt 2/5"), "{stdout}");
     assert!(!stdout.contains("attempt 3/5"), "{stdout}");
+    // The full output once; later attempts show only the lines that changed.
+    assert_eq!(
+        stdout.matches("│ checking the counter").count(),
+        1,
+        "{stdout}"
+    );
+    for n in ["│ 1", "│ 2", "│ 3"] {
+        assert!(stdout.contains(n), "{n}: {stdout}");
+    }
+}
+
+/// Only acts that ran are changes; the rest are listed as changes not made.
+#[test]
+fn audit_lists_changes_not_made_apart() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = with_state(
+        state.path(),
+        &[
+            "exec",
+            &fixture("acts"),
+            "--dry-run",
+            "-p",
+            &format!("dir={}", dir.path().display()),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let md = text(&with_state(
+        state.path(),
+        &["audit", "show", "last", "--format", "markdown"],
+    ))
+    .0;
+    assert!(
+        md.contains("## Changes made\n\nNothing was changed."),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Changes not made\n\n- **change** Change db-1: not executed (dry run)"),
+        "{md}"
+    );
 }
 
 /// Whether a process exists and is not a zombie.

@@ -246,6 +246,32 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
     })
 }
 
+/// Wall time a run has spent so far: the sum of its segments (from `run_started` or
+/// each `resumed` to the last record before the next one), so a run resumed after a
+/// night's pause is not counted as a night long.
+pub fn time_spent(records: &[Record]) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut segment: Option<(std::time::SystemTime, std::time::SystemTime)> = None;
+    for r in records {
+        let Ok(at) = humantime::parse_rfc3339(&r.ts) else {
+            continue;
+        };
+        let opens = matches!(r.event, Event::RunStarted { .. } | Event::Resumed { .. });
+        segment = match segment {
+            Some((start, end)) if opens => {
+                total += end.duration_since(start).unwrap_or_default();
+                Some((at, at))
+            }
+            Some((start, _)) => Some((start, at)),
+            None => Some((at, at)),
+        };
+    }
+    if let Some((start, end)) = segment {
+        total += end.duration_since(start).unwrap_or_default();
+    }
+    total
+}
+
 /// Step ids added and removed between two versions of a runbook, for `--force`.
 pub fn step_diff(old: &[String], new: &Runbook) -> (Vec<String>, Vec<String>) {
     let new_ids: Vec<&str> = new.steps.iter().map(|s| s.id.value.as_str()).collect();
@@ -267,5 +293,44 @@ pub fn recorded_steps(records: &[Record]) -> Vec<String> {
     match records.first().map(|r| &r.event) {
         Some(Event::RunStarted { step_ids, .. }) => step_ids.clone(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ts: &str, event: Event) -> Record {
+        Record {
+            v: crate::journal::FORMAT,
+            seq: 0,
+            ts: ts.into(),
+            prev: String::new(),
+            event,
+        }
+    }
+
+    #[test]
+    fn time_spent_sums_the_segments_not_the_pause_between() {
+        let signal = || Event::Signal {
+            signal: "SIGINT".into(),
+            action: "stop".into(),
+        };
+        let resumed = Event::Resumed {
+            by: "bob".into(),
+            done: Vec::new(),
+            inflight: Vec::new(),
+            torn_bytes: 0,
+            runbook_changed: false,
+        };
+        let records = [
+            at("2026-11-23T01:00:00Z", signal()),
+            at("2026-11-23T01:00:10Z", signal()),
+            // Resumed the next morning, for 5 seconds.
+            at("2026-11-23T08:00:00Z", resumed),
+            at("2026-11-23T08:00:05Z", signal()),
+        ];
+        assert_eq!(time_spent(&records), Duration::from_secs(15));
+        assert_eq!(time_spent(&[]), Duration::ZERO);
     }
 }

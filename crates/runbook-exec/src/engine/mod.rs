@@ -57,6 +57,9 @@ pub struct Options {
     pub aws_region: Option<String>,
     /// See `aws_region`.
     pub aws_profile: Option<String>,
+    /// Time the run spent before this segment (a resume: see `resume::time_spent`); the
+    /// run's duration is this plus the segment's.
+    pub earlier: Duration,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             origin: crate::event::Origin::default(),
             aws_region: None,
             aws_profile: None,
+            earlier: Duration::ZERO,
         }
     }
 }
@@ -522,7 +526,8 @@ impl Engine {
                 }
             })
             .collect();
-        let duration = sh.started.elapsed();
+        // A resumed run's duration is the sum of its segments.
+        let duration = sh.options.earlier + sh.started.elapsed();
         sh.emit(Event::RunFinished {
             status,
             exit_code: status.exit_code(),
