@@ -351,6 +351,58 @@ fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
     move |line: &str| re.is_match(line)
 }
 
+/// The real yaml-language-server (tests/yamlls, installed by `scripts/test` with npm),
+/// reading the checked-in schema through a runbook's `$schema` comment as an editor does,
+/// offers every action key where a step's keys go, beside `capture`, `expect`, `needs`.
+#[test]
+fn yaml_language_server_completes_action_keys() {
+    let checker = root().join("tests/yamlls");
+    assert!(
+        checker.join("node_modules/yaml-language-server").is_dir(),
+        "yaml-language-server is not installed in tests/yamlls: run ./scripts/test, or `npm ci --prefix tests/yamlls`"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("draft.yaml");
+    let schema = root().join("schemas/runbook.schema.json");
+    std::fs::write(
+        &file,
+        format!(
+            "# yaml-language-server: $schema={}\napiVersion: runbook/v1\nname: draft\ntitle: A new runbook\nsteps:\n  - id: probe\n    kind: check\n    title: Probe\n    \n",
+            schema.canonicalize().expect("schema").display()
+        ),
+    )
+    .expect("write");
+    let out = Command::new("node")
+        .arg("complete.mjs")
+        .arg(&file)
+        .args(["8", "4"])
+        .current_dir(&checker)
+        .output()
+        .expect("node (installed by scripts/test)");
+    let labels = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{labels}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let labels: Vec<&str> = labels.lines().collect();
+    for key in [
+        "shell",
+        "http",
+        "wait",
+        "manual",
+        "ssm_command",
+        "ssm_automation",
+        "capture",
+        "expect",
+        "needs",
+    ] {
+        assert!(labels.contains(&key), "`{key}` not offered: {labels:?}");
+    }
+    // Keys the step already has are not offered again.
+    assert!(!labels.contains(&"title"), "{labels:?}");
+}
+
 /// Graphviz renders every dot graph of the library.
 /// Every graph parses with mermaid's own parser (tests/mermaid, installed by
 /// `scripts/test` with npm), so a reviewer's renderer will draw it.

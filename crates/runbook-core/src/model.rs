@@ -691,7 +691,41 @@ pub struct Case {
 /// The JSON Schema of the format, pretty-printed, with a trailing newline.
 pub fn json_schema() -> String {
     let schema = schemars::schema_for!(Runbook);
-    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    let mut value = serde_json::to_value(&schema).unwrap_or_default();
+    offer_action_keys(&mut value);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// The actions of a step are a flattened enum, which schemars writes as a `oneOf` under
+/// `anyOf`; editors (yaml-language-server) do not offer keys from there. List each action
+/// key among the step's own properties too, so `shell`, `http`, `wait`, `manual`,
+/// `ssm_command` and `ssm_automation` complete like `capture` or `expect` (the `oneOf`
+/// still says a step has at most one).
+fn offer_action_keys(schema: &mut serde_json::Value) {
+    let Some(step) = schema.pointer_mut("/$defs/Step") else {
+        return;
+    };
+    let branches: Vec<serde_json::Value> = step
+        .pointer("/anyOf/0/oneOf")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let Some(props) = step.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for b in branches {
+        let description = b.get("description").cloned();
+        let Some(own) = b.get("properties").and_then(|p| p.as_object()) else {
+            continue;
+        };
+        for (key, sub) in own {
+            let mut sub = sub.clone();
+            if let (Some(d), Some(o)) = (&description, sub.as_object_mut()) {
+                o.entry("description").or_insert_with(|| d.clone());
+            }
+            props.entry(key.clone()).or_insert(sub);
+        }
+    }
 }

@@ -29,3 +29,19 @@ fn checked_in_schema_is_current() {
         );
     }
 }
+
+/// Editors complete a step's keys from its `properties`: the actions must be there, not
+/// only inside the `oneOf` that says a step has at most one.
+#[test]
+fn a_step_offers_its_action_keys() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&runbook_core::model::json_schema()).expect("valid JSON");
+    let step = &schema["$defs"]["Step"]["properties"];
+    for key in runbook_core::model::Action::KEYS {
+        assert!(step.get(key).is_some(), "Step lacks `{key}`");
+        assert!(
+            step[key].get("description").is_some(),
+            "`{key}` has no description for the editor to show"
+        );
+    }
+}
