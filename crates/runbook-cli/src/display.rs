@@ -529,6 +529,7 @@ pub(crate) fn print_summary(rb: &Runbook, report: &Report, color: bool, dry: boo
         RunStatus::Failed => (AnsiColor::Red, "failed"),
         RunStatus::Escalated => (AnsiColor::Red, "failed and escalated"),
         RunStatus::Aborted => (AnsiColor::Yellow, "stopped by the operator"),
+        RunStatus::RunbookError => (AnsiColor::Red, "stopped: the runbook has an error"),
         RunStatus::Interrupted => (AnsiColor::Yellow, "interrupted"),
     };
     let style = Style::new().fg_color(Some(colour.into())).bold();

@@ -648,6 +648,7 @@ fn drive(
         RunStatus::Succeeded => Exit::Success,
         RunStatus::Failed | RunStatus::Escalated => Exit::Failure,
         RunStatus::Aborted => Exit::Declined,
+        RunStatus::RunbookError => Exit::Invalid,
         RunStatus::Interrupted => Exit::Interrupted,
     })
 }

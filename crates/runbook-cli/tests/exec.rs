@@ -289,11 +289,6 @@ fn runtime_failures_name_the_step_and_what_went_wrong() {
             "capture `n`: expected an integer; the output was `twelve`",
         ),
         (
-            "cel",
-            "✗ check  bad_cel failed",
-            "condition `s > 5` failed: found no matching overload",
-        ),
-        (
             "missing_command",
             "✗ check  no_such_command failed",
             "command not found (exit code 127)",
@@ -324,6 +319,42 @@ fn runtime_failures_name_the_step_and_what_went_wrong() {
         // A flood is cut, not kept: far less than the 100 MB printed.
         assert!(stdout.len() < 3 << 20, "{case}: {} bytes", stdout.len());
     }
+}
+
+/// A condition that cannot be evaluated is a bug in the runbook, not an incident: the step
+/// fails at once (no retries), its `on_fail: escalate` is not taken, the message says
+/// where the expression is and what it read, and the run ends with exit 2.
+#[test]
+fn a_broken_condition_is_a_runbook_error_and_pages_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: runbook/v1\nname: broken\ntitle: A typo in a condition\n\
+         escalation:\n  - { after: 0m, to: on-call }\nsteps:\n\
+         \x20 - id: used\n    kind: check\n    title: Disk used\n    shell: echo 730144440\n\
+         \x20   capture: { used: { regex: '(?P<n>[0-9]+)' } }\n\
+         \x20   expect: used * 100 < 80\n    retry: { attempts: 5, interval: 10s }\n\
+         \x20   on_fail: escalate\n",
+    )
+    .unwrap();
+    let out = runbook().arg("exec").arg(&file).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stdout}{stderr}");
+    assert!(stdout.contains("runbook error:"), "{stdout}");
+    assert!(stdout.contains("broken.yaml:12:13:"), "{stdout}");
+    assert!(
+        stdout.contains("no matching overload for '_*_' applied to (string, int)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("used = \"730144440\""), "{stdout}");
+    assert!(!stdout.contains("String("), "{stdout}");
+    assert!(!stdout.contains("ESCALATE"), "{stdout}");
+    assert!(!stdout.contains("attempt 1/5"), "no retries: {stdout}");
+    assert!(
+        stdout.contains("stopped: the runbook has an error"),
+        "{stdout}"
+    );
 }
 
 #[test]

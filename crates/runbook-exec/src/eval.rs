@@ -39,10 +39,73 @@ pub(crate) fn evaluate(
     match program.execute(&ctx) {
         Ok(cel::Value::Bool(result)) => Ok(Outcome { result, values }),
         Ok(other) => Err(format!(
-            "condition `{expr}` gave {other:?}, not true or false{}",
+            "condition `{expr}` gave a value of type {}, not true or false{}",
+            other.type_of(),
             shown()
         )),
-        Err(e) => Err(format!("condition `{expr}` failed: {e}{}", shown())),
+        Err(e) => Err(format!(
+            "condition `{expr}` failed: {}{}",
+            describe(&e),
+            shown()
+        )),
+    }
+}
+
+/// A CEL runtime error in CEL's own words, the same whatever the operator: the types
+/// involved, never the library's debug form of values (`String("730")`, `Int(100)`).
+fn describe(e: &cel::ExecutionError) -> String {
+    use cel::ExecutionError as E;
+    let op = |op: &str| match op {
+        "add" => "_+_",
+        "sub" => "_-_",
+        "mul" => "_*_",
+        "div" => "_/_",
+        "rem" => "_%_",
+        _ => "operator",
+    };
+    match e {
+        E::UnsupportedBinaryOperator(o, a, b) => format!(
+            "no matching overload for '{}' applied to ({}, {})",
+            op(o),
+            a.type_of(),
+            b.type_of()
+        ),
+        E::ValuesNotComparable(a, b) => format!(
+            "no matching overload for comparison applied to ({}, {})",
+            a.type_of(),
+            b.type_of()
+        ),
+        E::NoSuchOverload(o) => o.to_string().replace("found no matching", "no matching"),
+        E::UnexpectedType { got, want } => format!("expected {want}, found {got}"),
+        E::UndeclaredReference(name) => format!("undeclared reference to '{name}'"),
+        E::NoSuchKey(key) => format!("no such key: {key}"),
+        E::DivisionByZero(_) => "division by zero".into(),
+        E::RemainderByZero(_) => "modulus by zero".into(),
+        E::Overflow(o, a, b) => format!(
+            "integer overflow in '{}' applied to ({}, {})",
+            op(o),
+            a.type_of(),
+            b.type_of()
+        ),
+        E::UnsupportedTargetType { target } => {
+            format!(
+                "no matching overload for argument of type {}",
+                target.type_of()
+            )
+        }
+        E::NotSupportedAsMethod { method, target } => {
+            format!(
+                "no matching overload for '{method}' on {}",
+                target.type_of()
+            )
+        }
+        E::UnsupportedIndex(index, value) => format!(
+            "no matching overload for '_[_]' applied to ({}, {})",
+            value.type_of(),
+            index.type_of()
+        ),
+        E::IndexOutOfBounds(_) => "index out of bounds".into(),
+        other => other.to_string(),
     }
 }
 
@@ -128,6 +191,58 @@ mod tests {
         assert_eq!(o.values["steps.connections.count"], 185);
         assert!(!evaluate("count < 180", &s).unwrap().result);
         assert!(evaluate("size(pids) == 2", &s).unwrap().result);
+    }
+
+    /// Every function docs/format.md lists works.
+    #[test]
+    fn documented_functions_work() {
+        let s = scope(json!({"s": "hello", "n": "42", "xs": [1, 2, 3], "m": {"k": 1}}));
+        for expr in [
+            "int(n) == 42",
+            "uint(n) == 42u",
+            "double(n) == 42.0",
+            "string(int(n)) == n",
+            "bool('true')",
+            "size(s) == 5 && size(xs) == 3 && size(m) == 1",
+            "has(m.k)",
+            "s.contains('ell')",
+            "s.startsWith('he')",
+            "s.endsWith('lo')",
+            "s.matches('^h.*o$')",
+            "xs.exists(x, x > 2)",
+            "xs.all(x, x > 0)",
+            "xs.exists_one(x, x == 2)",
+            "xs.map(x, x * 2)[2] == 6",
+            "size(xs.filter(x, x > 1)) == 2",
+            "2 in xs",
+            "(1 < 2 ? 'a' : 'b') == 'a'",
+            "7 % 3 == 1 && 7 / 2 == 3 && !(1 >= 2)",
+        ] {
+            let o = evaluate(expr, &s).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            assert!(o.result, "{expr}");
+        }
+    }
+
+    #[test]
+    fn errors_name_types_not_the_library_s_values() {
+        let s = scope(json!({"used": "730144440", "n": 3, "xs": [1]}));
+        for (expr, want) in [
+            (
+                "used * 100 < 5",
+                "no matching overload for '_*_' applied to (string, int)",
+            ),
+            (
+                "used + 1 == 2",
+                "no matching overload for '_+_' applied to (string, int)",
+            ),
+            ("n / 0 == 1", "division by zero"),
+            ("xs[3] == 1", "index out of bounds"),
+            ("n + 1", "gave a value of type int, not true or false"),
+        ] {
+            let e = evaluate(expr, &s).unwrap_err();
+            assert!(e.contains(want), "{expr}: {e}");
+            assert!(!e.contains("String(") && !e.contains("Int("), "{expr}: {e}");
+        }
     }
 
     #[test]

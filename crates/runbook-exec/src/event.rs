@@ -127,6 +127,9 @@ pub enum RunStatus {
     Escalated,
     /// The operator declined or aborted (exit 3).
     Aborted,
+    /// A condition could not be evaluated: the runbook is wrong, not the system (exit 2).
+    /// No `on_fail` route is taken, so a typo never escalates to anyone.
+    RunbookError,
     /// Stopped by a signal (exit 130).
     Interrupted,
 }
@@ -137,6 +140,7 @@ impl RunStatus {
         match self {
             RunStatus::Succeeded => 0,
             RunStatus::Failed | RunStatus::Escalated => 1,
+            RunStatus::RunbookError => 2,
             RunStatus::Aborted => 3,
             RunStatus::Interrupted => 130,
         }
@@ -148,6 +152,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Escalated => "escalated",
+            RunStatus::RunbookError => "runbook error",
             RunStatus::Aborted => "aborted",
             RunStatus::Interrupted => "interrupted",
         }

@@ -814,3 +814,36 @@ async fn resume_reports_a_killed_act_as_in_flight() {
     );
     assert_eq!(replay.restored.len(), 1, "the probe is done");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_condition_that_cannot_be_evaluated_stops_the_run_without_routing() {
+    let steps = "escalation:
+  - { after: 0m, to: on-call }
+steps:
+  - id: used
+    kind: check
+    title: Used
+    shell: u
+    capture: { used: { regex: '(?P<n>[0-9]+)' } }
+    expect: used * 100 < 80
+    retry: { attempts: 5, interval: 10s }
+    on_fail: escalate
+  - { id: after, kind: check, title: After, shell: a }
+";
+    let r = run(steps, &[("used", R::Exit(0, "730"))]).await;
+    assert_eq!(r.report.status, RunStatus::RunbookError);
+    assert_eq!(r.calls, ["used"], "no retries");
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| matches!(e, Event::Escalation { .. })),
+        "nobody is paged for a typo"
+    );
+    let message = r.report.steps[0].message.clone().unwrap();
+    assert!(message.starts_with("runbook error: "), "{message}");
+    assert!(
+        message.contains(":12:13: condition `used * 100 < 80`"),
+        "{message}"
+    );
+    assert_eq!(r.status("after"), Pending);
+}

@@ -412,10 +412,10 @@ pub(super) fn branch(task: &Task<'_>, data: &Value, hyp: bool) -> Outcome {
                 );
             }
             Err(e) => {
-                return task.finish(
-                    Ending::new(Status::Failed, Route::Nowhere)
-                        .attempts(1)
-                        .message(e),
+                return runbook_error(
+                    task,
+                    Ending::new(Status::Failed, Route::Nowhere).attempts(1),
+                    at(task, &case.when, e),
                 );
             }
         }
@@ -523,17 +523,31 @@ pub(super) async fn attempts(
         }
         let attempt_started = Instant::now();
         let result = run_action(task, action, deadline, kill.clone()).await;
-        let (ok, value, message) = judge(task, &result, data, attempt, attempt_started);
-        if ok {
-            return task.finish(
-                Ending::new(Status::Succeeded, Route::Normal)
-                    .hypothetical(hyp)
-                    .result(Some(value))
-                    .attempts(attempt)
-                    .exit_code(result.exit_code),
-            );
-        }
-        let message = message.unwrap_or_else(|| "failed".into());
+        let (verdict, value) = judge(task, &result, data, attempt, attempt_started);
+        let message = match verdict {
+            Verdict::Held => {
+                return task.finish(
+                    Ending::new(Status::Succeeded, Route::Normal)
+                        .hypothetical(hyp)
+                        .result(Some(value))
+                        .attempts(attempt)
+                        .exit_code(result.exit_code),
+                );
+            }
+            // Not retried, no `on_fail`: attempts and routes are for the system's failures.
+            Verdict::Broken(message) => {
+                return runbook_error(
+                    task,
+                    Ending::new(Status::Failed, Route::Nowhere)
+                        .hypothetical(hyp)
+                        .result(Some(value))
+                        .attempts(attempt)
+                        .exit_code(result.exit_code),
+                    message,
+                );
+            }
+            Verdict::Failed(message) => message,
+        };
         let out_of_time =
             result.timed_out || deadline.is_some_and(|d| Instant::now() + interval >= d);
         if result.killed || result.timed_out || attempt >= max || out_of_time {
@@ -626,6 +640,36 @@ pub(super) async fn run_action(
     sh.backend.run(&id, action, io).await
 }
 
+/// What an attempt's result means.
+pub(super) enum Verdict {
+    /// Captures taken, the expectation held.
+    Held,
+    /// The action, a capture or the expectation failed: retries and `on_fail` apply.
+    Failed(String),
+    /// A condition could not be evaluated although its values were there: the runbook
+    /// is wrong.
+    Broken(String),
+}
+
+fn failed(message: Option<String>) -> Verdict {
+    Verdict::Failed(message.unwrap_or_else(|| "failed".into()))
+}
+
+/// `path:line:col: message`, for a condition that could not be evaluated.
+fn at(task: &Task<'_>, expr: &runbook_core::model::Sp<String>, message: String) -> String {
+    format!(
+        "{}:{}:{}: {message}",
+        task.sh.options.origin.path, expr.span.line, expr.span.column
+    )
+}
+
+/// End the step, and the run, on a runbook error (exit 2): no retry, no `on_fail`.
+fn runbook_error(task: &Task<'_>, end: Ending, message: String) -> Outcome {
+    let mut o = task.finish(end.message(format!("runbook error: {message}")));
+    o.stop = Some(RunStatus::RunbookError);
+    o
+}
+
 /// Captures and expectation: whether the attempt succeeded, the step's values, and why not.
 pub(super) fn judge(
     task: &Task<'_>,
@@ -633,7 +677,7 @@ pub(super) fn judge(
     data: &Value,
     attempt: u32,
     started: Instant,
-) -> (bool, StepValues, Option<String>) {
+) -> (Verdict, StepValues) {
     let sh = task.sh;
     let step = task.step;
     let mut values = StepValues {
@@ -646,12 +690,12 @@ pub(super) fn judge(
         captures: result.extra.clone(),
     };
     if result.timed_out || result.killed {
-        return (false, values, result.message.clone());
+        return (failed(result.message.clone()), values);
     }
     // Without `expect`, the action's own result decides; with it, the expectation does
     // (a failed command usually also fails its captures).
     if step.expect.is_none() && !result.ok {
-        return (false, values, result.message.clone());
+        return (failed(result.message.clone()), values);
     }
     for (name, cap) in &step.capture {
         match capture::extract(name, cap, &result.stdout) {
@@ -678,7 +722,7 @@ pub(super) fn judge(
                 if let Some(m) = result.message.as_ref().filter(|_| !result.ok) {
                     e = format!("{m}; {e}");
                 }
-                return (false, values, Some(e));
+                return (Verdict::Failed(e), values);
             }
         }
     }
@@ -704,21 +748,21 @@ pub(super) fn judge(
                     if let Some(m) = result.message.as_ref().filter(|_| !result.ok) {
                         why = format!("{m}; {why}");
                     }
-                    return (false, values, Some(why));
+                    return (Verdict::Failed(why), values);
                 }
             }
             Err(e) => {
                 // A failed action explains a condition that cannot be evaluated (its
-                // values are missing): report the cause, not the consequence.
-                let e = match result.message.as_ref().filter(|_| !result.ok) {
-                    Some(m) => m.clone(),
-                    None => e,
+                // values are missing): report the cause, not the consequence. After an
+                // action that worked, it is the runbook that is wrong.
+                return match result.message.as_ref().filter(|_| !result.ok) {
+                    Some(m) => (Verdict::Failed(m.clone()), values),
+                    None => (Verdict::Broken(at(task, expect, e)), values),
                 };
-                return (false, values, Some(e));
             }
         }
     }
-    (true, values, None)
+    (Verdict::Held, values)
 }
 
 pub(super) fn secret_values(m: &Masker, v: &Value) {
