@@ -332,8 +332,8 @@ fn a_broken_condition_is_a_runbook_error_and_pages_nobody() {
         &file,
         "apiVersion: runbook/v1\nname: broken\ntitle: A typo in a condition\n\
          escalation:\n  - { after: 0m, to: on-call }\nsteps:\n\
-         \x20 - id: used\n    kind: check\n    title: Disk used\n    shell: echo 730144440\n\
-         \x20   capture: { used: { regex: '(?P<n>[0-9]+)' } }\n\
+         \x20 - id: used\n    kind: check\n    title: Disk used\n    shell: echo '\"730144440\"'\n\
+         \x20   capture: { used: { json: '@' } }\n\
          \x20   expect: used * 100 < 80\n    retry: { attempts: 5, interval: 10s }\n\
          \x20   on_fail: escalate\n",
     )

@@ -1162,11 +1162,28 @@ impl<'a> Converter<'a> {
                 .label("one source per capture"),
             );
         }
-        self.finish(obj, &["stdout", "json", "regex", "secret"], &what);
+        let convert = obj.get("as").and_then(|n| {
+            let t = self.choice(n, "capture conversion `as`", &CaptureType::ALL)?;
+            if obj.get("stdout").is_some() {
+                self.push(
+                    Diagnostic::new(
+                        Code::FieldNotAllowed,
+                        t.span,
+                        format!("`as` of {what} does not apply to a `stdout` capture"),
+                    )
+                    .label("not used")
+                    .help("a `stdout` capture names its type itself: `stdout: int`"),
+                );
+                return None;
+            }
+            Some(t.value)
+        });
+        self.finish(obj, &["stdout", "json", "regex", "as", "secret"], &what);
         let source = sources.pop().flatten().filter(|_| count == 1)?;
         Some(Capture {
             name_span: key.span,
             source,
+            convert,
             secret,
         })
     }

@@ -119,6 +119,7 @@ codes! {
     NoSteps = "RB031", Error, "a runbook without steps";
     UnknownHelper = "RB032", Error, "a template uses a helper that does not exist";
     BadRetryTarget = "RB033", Error, "retry_from names a step that does not come before this one";
+    CelType = "RB034", Error, "a condition combines or compares values of different types";
 }
 
 impl fmt::Display for Code {

@@ -585,6 +585,11 @@ pub struct Capture {
     /// How the value is extracted.
     #[serde(flatten)]
     pub source: CaptureSource,
+    /// For `regex` and `json`: convert the value found (`int`, `float`, `bool`, `text`),
+    /// so conditions compare it as that type. A regex finds text; JSON is typed only at
+    /// run time.
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
+    pub convert: Option<CaptureType>,
     /// Mask this value everywhere it would be shown or recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secret: bool,
@@ -630,6 +635,14 @@ impl CaptureType {
         ("lines", CaptureType::Lines),
         ("json", CaptureType::Json),
     ];
+
+    /// The YAML name.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("text", |(n, _)| n)
+    }
 }
 
 /// What happens when a step fails.

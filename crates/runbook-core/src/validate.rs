@@ -122,7 +122,7 @@ struct Validator<'a> {
 }
 
 type TemplateAnalysis = Result<template::Analysis, template::SyntaxError>;
-type CondAnalysis = Result<Vec<cond::NameRef>, cond::SyntaxError>;
+type CondAnalysis = Result<cond::Analysis, cond::SyntaxError>;
 
 /// What can be worked out from a step alone: its templates and conditions, parsed, and
 /// whether it is a check that looks like it changes something.
@@ -166,7 +166,7 @@ impl Analyzer {
         if let Some(done) = self.conditions.get(expr) {
             return done.clone();
         }
-        let done = Rc::new(cond::analyze(expr));
+        let done = Rc::new(cond::parse(expr));
         self.conditions.insert(expr.to_owned(), done.clone());
         done
     }
@@ -297,11 +297,36 @@ impl<'a> Validator<'a> {
             .map(|&i| self.rb.steps[i].id.as_str())
             .collect();
         path.push(self.rb.steps[first].id.as_str());
-        let mut d = Diagnostic::new(Code::Cycle, self.rb.steps[first].id.span, format!("steps form a cycle: {}", path.join(" → ")))
-            .label("the cycle starts here")
-            .help("steps must form a DAG; for a bounded re-investigation loop use `on_fail: {retry_from: STEP, attempts: N}`");
+        // An edge the author did not write: a step without `needs` follows the one listed
+        // right above it.
+        let order: Vec<usize> = cycle.steps.iter().copied().chain([first]).collect();
+        let implicit: Vec<(usize, usize)> = order
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+            .filter(|&(a, b)| b == a + 1 && self.rb.steps[b].needs.is_none())
+            .collect();
+        let mut help = "steps must form a DAG; for a bounded re-investigation loop use `on_fail: {retry_from: STEP, attempts: N}`".to_string();
+        if let Some(&(a, b)) = implicit.first() {
+            help = format!(
+                "`{}` runs after `{}` only because it is listed right below it and has no `needs`; \
+                 give `{}` explicit `needs` (or move it) to break the cycle. Otherwise, {help}",
+                self.rb.steps[b].id.value, self.rb.steps[a].id.value, self.rb.steps[b].id.value
+            );
+        }
+        let mut d = Diagnostic::new(
+            Code::Cycle,
+            self.rb.steps[first].id.span,
+            format!("steps form a cycle: {}", path.join(" → ")),
+        )
+        .label("the cycle starts here")
+        .help(help);
         for &i in &cycle.steps[1..] {
-            d = d.related(self.rb.steps[i].id.span, "part of the cycle");
+            let label = if implicit.iter().any(|&(_, b)| b == i) {
+                "part of the cycle (follows the step above it: list order)"
+            } else {
+                "part of the cycle"
+            };
+            d = d.related(self.rb.steps[i].id.span, label);
         }
         self.diags.push(d);
     }
@@ -475,7 +500,8 @@ impl<'a> Validator<'a> {
             }
         };
         let source = self.source;
-        for name in names.iter() {
+        self.condition_types(expr, names, step, is_expect);
+        for name in names.names.iter() {
             let at = || {
                 let start = expr.find(name[0].as_str()).unwrap_or(0);
                 expr.locate(source, start, &name.join("."))
@@ -513,6 +539,55 @@ impl<'a> Validator<'a> {
                 )
                 .label("unknown identifier")
                 .help(help),
+            );
+        }
+    }
+
+    /// Operators applied to values of different types (`used != 730144440` with `used`
+    /// text from a regex): errors now, not a wrong route or a failure at 3 a.m.
+    fn condition_types(
+        &mut self,
+        expr: &Sp<String>,
+        analysis: &cond::Analysis,
+        step: usize,
+        is_expect: bool,
+    ) {
+        use crate::model::ParamType;
+        let rb = self.rb;
+        let own = &rb.steps[step];
+        let lookup = |name: &[String]| -> cond::Ty {
+            match name {
+                [root, p] if root == "params" => {
+                    rb.params
+                        .get(p.as_str())
+                        .map_or(cond::Ty::Dyn, |p| match p.ty.value {
+                            ParamType::Integer => cond::Ty::Int,
+                            ParamType::Number => cond::Ty::Double,
+                            ParamType::Boolean => cond::Ty::Bool,
+                            ParamType::String | ParamType::Enum | ParamType::Secret => {
+                                cond::Ty::String
+                            }
+                        })
+                }
+                [root, _] if root == "run" || root == "env" => cond::Ty::String,
+                [root, id, field] if root == "steps" => rb
+                    .steps
+                    .iter()
+                    .find(|s| s.id.value == *id)
+                    .map_or(cond::Ty::Dyn, |s| value_type(s, field)),
+                [root, _] if root == "steps" => cond::Ty::Map,
+                [field] if is_expect => value_type(own, field),
+                _ => cond::Ty::Dyn,
+            }
+        };
+        let errors = analysis.type_errors(expr, &lookup);
+        for e in errors {
+            let needle = expr.get(e.offset..e.offset + e.len).unwrap_or("");
+            let span = expr.locate(self.source, e.offset, needle);
+            self.diags.push(
+                Diagnostic::new(Code::CelType, span, e.message)
+                    .label("mismatched types")
+                    .help(e.help),
             );
         }
     }
@@ -648,10 +723,19 @@ impl<'a> Validator<'a> {
                         ),
                     )
                     .label(why)
-                    .help(format!(
-                        "add `{id}` to the `needs` of `{}`, or move the step after it",
-                        s.id.value
-                    )),
+                    .help(if plan.is_ancestor(from, target) {
+                        // `id` already comes after `from`: needing it would close a cycle.
+                        format!(
+                            "move `{}` below `{id}` in the list; adding `{id}` to its `needs` \
+                             would make a cycle, since `{id}` already runs after `{}`",
+                            s.id.value, s.id.value
+                        )
+                    } else {
+                        format!(
+                            "add `{id}` to the `needs` of `{}`, or move the step after it",
+                            s.id.value
+                        )
+                    }),
                 );
                 return;
             }
@@ -748,6 +832,39 @@ pub fn builtins(step: &Step) -> &'static [&'static str] {
         Some(Action::SsmCommand(_)) => &SSM,
         Some(Action::SsmAutomation(_)) => &AUTOMATION,
         _ => STEP_BUILTINS,
+    }
+}
+
+/// The static type of `steps.<id>.<field>` (or of `field` in the step's own `expect`):
+/// captures by their conversion (a regex capture is text, JSON is dynamic), built-ins by
+/// their nature; what an action adds (SSM) is dynamic.
+fn value_type(step: &Step, field: &str) -> cond::Ty {
+    use crate::model::{CaptureSource, CaptureType};
+    if let Some(c) = step.capture.get(field) {
+        let declared = match (&c.source, c.convert) {
+            (CaptureSource::Stdout(t), _) => Some(*t),
+            (_, Some(t)) => Some(t),
+            _ => None,
+        };
+        return match (&c.source, declared) {
+            (_, Some(t)) => match t {
+                CaptureType::Text => cond::Ty::String,
+                CaptureType::Int => cond::Ty::Int,
+                CaptureType::Float => cond::Ty::Double,
+                CaptureType::Bool => cond::Ty::Bool,
+                CaptureType::Lines => cond::Ty::List,
+                CaptureType::Json => cond::Ty::Dyn,
+            },
+            (CaptureSource::Regex(_), None) => cond::Ty::String,
+            (_, None) => cond::Ty::Dyn,
+        };
+    }
+    match field {
+        "stdout" | "stderr" => cond::Ty::String,
+        "duration_ms" | "attempt" => cond::Ty::Int,
+        // Null when there is none (no command, no HTTP response).
+        "exit_code" | "status" => cond::Ty::Dyn,
+        _ => cond::Ty::Dyn,
     }
 }
 

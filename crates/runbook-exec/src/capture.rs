@@ -9,6 +9,60 @@ const QUOTE_LIMIT: usize = 200;
 /// Extract capture `name` from `stdout`. The error says which capture failed and shows
 /// the output it saw.
 pub fn extract(name: &str, capture: &Capture, stdout: &str) -> Result<Value, String> {
+    let found = find(name, capture, stdout)?;
+    match capture.convert {
+        None => Ok(found),
+        Some(ty) => {
+            let text = match &found {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            convert(ty, &text).map_err(|what| {
+                format!(
+                    "capture `{name}`: {what} (`as: {}`); the value found was {}",
+                    ty.as_str(),
+                    quote(&text)
+                )
+            })
+        }
+    }
+}
+
+/// Text converted to a capture type; the error says what was expected.
+fn convert(ty: CaptureType, text: &str) -> Result<Value, String> {
+    let text = text.trim();
+    match ty {
+        CaptureType::Text => Ok(Value::String(text.to_string())),
+        CaptureType::Int => text
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| "expected an integer".into()),
+        CaptureType::Float => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| "expected a number".into()),
+        CaptureType::Bool => match text.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "t" | "y" => Ok(true.into()),
+            "false" | "no" | "0" | "f" | "n" => Ok(false.into()),
+            _ => Err("expected true or false".into()),
+        },
+        CaptureType::Lines => Ok(Value::Array(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| Value::String(l.to_string()))
+                .collect(),
+        )),
+        CaptureType::Json => {
+            serde_json::from_str::<Value>(text).map_err(|e| format!("the output is not JSON ({e})"))
+        }
+    }
+}
+
+/// The value a capture's source finds, before any `as` conversion.
+fn find(name: &str, capture: &Capture, stdout: &str) -> Result<Value, String> {
     let fail = |what: String| {
         Err(format!(
             "capture `{name}`: {what}; the output was {}",
@@ -16,41 +70,7 @@ pub fn extract(name: &str, capture: &Capture, stdout: &str) -> Result<Value, Str
         ))
     };
     match &capture.source {
-        CaptureSource::Stdout(ty) => {
-            let text = stdout.trim();
-            match ty {
-                CaptureType::Text => Ok(Value::String(text.to_string())),
-                CaptureType::Int => match text.parse::<i64>() {
-                    Ok(n) => Ok(n.into()),
-                    Err(_) => fail("expected an integer".into()),
-                },
-                CaptureType::Float => match text
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                {
-                    Some(n) => Ok(Value::Number(n)),
-                    None => fail("expected a number".into()),
-                },
-                CaptureType::Bool => match text.to_ascii_lowercase().as_str() {
-                    "true" | "yes" | "1" | "t" | "y" => Ok(true.into()),
-                    "false" | "no" | "0" | "f" | "n" => Ok(false.into()),
-                    _ => fail("expected true or false".into()),
-                },
-                CaptureType::Lines => Ok(Value::Array(
-                    stdout
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(|l| Value::String(l.to_string()))
-                        .collect(),
-                )),
-                CaptureType::Json => match serde_json::from_str::<Value>(text) {
-                    Ok(v) => Ok(v),
-                    Err(e) => fail(format!("the output is not JSON ({e})")),
-                },
-            }
-        }
+        CaptureSource::Stdout(ty) => convert(*ty, stdout).or_else(fail),
         CaptureSource::Json(expr) => {
             let data = match serde_json::from_str::<Value>(stdout.trim()) {
                 Ok(v) => v,
@@ -83,7 +103,9 @@ pub fn extract(name: &str, capture: &Capture, stdout: &str) -> Result<Value, Str
                 .find_map(|n| caps.name(n))
                 .or_else(|| caps.get(1))
                 .or_else(|| caps.get(0));
-            Ok(Value::String(named.map_or("", |m| m.as_str()).to_string()))
+            // A line ending in CRLF leaves its `\r` in a greedy group.
+            let text = named.map_or("", |m| m.as_str()).trim_end_matches('\r');
+            Ok(Value::String(text.to_string()))
         }
     }
 }
@@ -112,8 +134,42 @@ mod tests {
         Capture {
             name_span: Span::default(),
             source,
+            convert: None,
             secret: false,
         }
+    }
+
+    #[test]
+    fn as_converts_regex_and_json_values() {
+        let mut used = cap(CaptureSource::Regex(Sp::new(
+            "(?P<pct>[0-9]+)%".into(),
+            Span::default(),
+        )));
+        used.convert = Some(CaptureType::Int);
+        assert_eq!(extract("used", &used, "/dev/sda1 91%\r\n").unwrap(), 91);
+        let err = extract("used", &used, "usage: 9x%").unwrap_err();
+        assert!(err.contains("did not match"), "{err}");
+        let mut text = cap(CaptureSource::Regex(Sp::new(
+            "state=(?P<s>.*)".into(),
+            Span::default(),
+        )));
+        assert_eq!(
+            extract("s", &text, "state=running\r\n").unwrap(),
+            "running",
+            "a CRLF line's \\r is not part of the value"
+        );
+        text.convert = Some(CaptureType::Int);
+        let err = extract("s", &text, "state=running").unwrap_err();
+        assert!(err.contains("expected an integer (`as: int`)"), "{err}");
+        let mut cpu = cap(CaptureSource::Json(Sp::new(
+            "taskDefinition.cpu".into(),
+            Span::default(),
+        )));
+        cpu.convert = Some(CaptureType::Int);
+        assert_eq!(
+            extract("cpu", &cpu, r#"{"taskDefinition":{"cpu":"256"}}"#).unwrap(),
+            256
+        );
     }
 
     #[test]

@@ -824,13 +824,13 @@ steps:
     kind: check
     title: Used
     shell: u
-    capture: { used: { regex: '(?P<n>[0-9]+)' } }
+    capture: { used: { json: '@' } }
     expect: used * 100 < 80
     retry: { attempts: 5, interval: 10s }
     on_fail: escalate
   - { id: after, kind: check, title: After, shell: a }
 ";
-    let r = run(steps, &[("used", R::Exit(0, "730"))]).await;
+    let r = run(steps, &[("used", R::Exit(0, "\"730\""))]).await;
     assert_eq!(r.report.status, RunStatus::RunbookError);
     assert_eq!(r.calls, ["used"], "no retries");
     assert!(
