@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, bail};
 use runbook_core::model::{Param, ParamType, Runbook};
 use runbook_exec::backend::ParameterError;
-use runbook_exec::event::{Mode, RunStatus, Sink, Status};
+use runbook_exec::event::{Mode, RunStatus, Sink};
 use runbook_exec::journal::Store;
+use runbook_exec::session::{self, InflightDecision, Resume, ResumeError};
 use runbook_exec::{Engine, Options};
 
 use crate::display::{Human, JsonLines, print_summary};
-use crate::terminal::{InflightChoice, Screen, Terminal, ask_inflight, prompt_param, unknown_why};
+use crate::terminal::{Screen, Terminal, ask_inflight, prompt_param};
 use crate::{Cli, Exit};
 
 /// `--output` formats.
@@ -143,7 +144,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             }
         },
     };
-    refuse_without_terminal(&rb, &options, interactive)?;
+    refuse_without_terminal(&rb, &options, interactive, &[])?;
 
     // The record and the lock come before the first step.
     let store = Store::locate(cli.state_dir.as_deref())?;
@@ -225,94 +226,66 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
     };
     let rb = Arc::new(rb.clone());
     let plan = Arc::new(plan.clone());
-    let state = replay::replay(&rb, &plan, &read.records)?;
-    if state.mode == Mode::DryRun {
-        bail!(
-            "{} was a dry run; dry runs are not resumed, start a new one with `runbook exec`",
-            state.run_id
-        );
-    }
-    if state.finished == Some(RunStatus::Succeeded) {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{} already succeeded; nothing to resume", state.run_id)?;
-        return Ok(Exit::Success);
-    }
     let now = origin_of(&loaded);
-    let changed = now.sha256 != state.origin.sha256;
-    if changed {
-        let (added, removed) = replay::step_diff(&replay::recorded_steps(&read.records), &rb);
-        let diff = format!(
-            "steps added: {}; steps removed: {}",
-            if added.is_empty() {
-                "none".into()
-            } else {
-                added.join(", ")
-            },
-            if removed.is_empty() {
-                "none".into()
-            } else {
-                removed.join(", ")
-            }
-        );
-        if !args.force {
-            bail!(
-                "refusing to resume {}: {} changed since the run started (sha256 {} then, {} now; {diff}); \
-                 resume with --force to go on with the file as it is",
-                state.run_id,
-                origin.path,
-                &state.origin.sha256.get(..12).unwrap_or_default(),
-                &now.sha256.get(..12).unwrap_or_default()
-            );
+    let interactive = std::io::stdin().is_terminal();
+    // Acts whose outcome is unknown may have been partly applied: never re-run unasked.
+    let mut decide = |inflight: &runbook_exec::resume::Inflight, title: &str| {
+        if args.inflight_done.contains(&inflight.step) {
+            Some(InflightDecision::Done)
+        } else if args.rerun_inflight_acts {
+            Some(InflightDecision::Rerun)
+        } else if interactive {
+            Some(ask_inflight(&inflight.step, title, inflight.killed))
+        } else {
+            None
         }
+    };
+    let decided = session::plan(
+        &rb,
+        &plan,
+        &read.records,
+        &now.sha256,
+        args.force,
+        &mut decide,
+    );
+    let resumed = match decided {
+        Ok(Resume::Go(p)) => *p,
+        Ok(Resume::AlreadySucceeded { run_id }) => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{run_id} already succeeded; nothing to resume")?;
+            return Ok(Exit::Success);
+        }
+        Err(e) => {
+            // The library says what is wrong; the CLI adds how to go on with its flags.
+            let message = match &e {
+                ResumeError::Aborted => return Ok(Exit::Declined),
+                ResumeError::Replay(_) => return Err(e.into()),
+                ResumeError::DryRun { .. } => {
+                    format!("{e}, start a new one with `runbook exec`")
+                }
+                ResumeError::Changed(c) => format!(
+                    "refusing to resume {}: {e}; resume with --force to go on with the file as it is",
+                    c.run_id
+                ),
+                ResumeError::InflightAct { step, .. } => format!(
+                    "{e}; check the system, then resume with --inflight-done {step} (it was applied) or \
+                     --rerun-inflight-acts (run it again), or resume in a terminal to be asked"
+                ),
+            };
+            bail!("{message}")
+        }
+    };
+    if let Some((added, removed)) = &resumed.changed {
         crate::diagnostics::warning(&format!(
-            "{} changed since the run started: {diff}",
-            origin.path
+            "{} changed since the run started: {}",
+            origin.path,
+            session::diff_text(added, removed)
         ));
     }
-
-    let interactive = std::io::stdin().is_terminal();
-    // Acts that were in flight may have been partly applied: never re-run them unasked.
-    let mut restored = state.restored.clone();
-    let mut inflight_notes = Vec::new();
-    for runbook_exec::resume::Inflight { step: id, killed } in &state.inflight {
-        let Some(i) = plan.index(id) else { continue };
-        let step = &rb.steps[i];
-        if step.kind.value != runbook_core::model::StepKind::Act {
-            inflight_notes.push(format!("{id}: run again (read-only)"));
-            continue;
-        }
-        let choice = if args.inflight_done.iter().any(|d| d == id) {
-            InflightChoice::Done
-        } else if args.rerun_inflight_acts {
-            InflightChoice::Rerun
-        } else if interactive {
-            ask_inflight(id, &step.title.value, *killed)
-        } else {
-            bail!(
-                "act `{id}` {} and may have been partly applied; \
-                 check the system, then resume with --inflight-done {id} (it was applied) or \
-                 --rerun-inflight-acts (run it again), or resume in a terminal to be asked",
-                unknown_why(*killed)
-            );
-        };
-        match choice {
-            InflightChoice::Done => {
-                inflight_notes.push(format!("{id}: counted as done"));
-                restored.push(runbook_exec::Restored {
-                    step: i,
-                    status: Status::Succeeded,
-                    route: runbook_exec::Route::Normal,
-                    result: Some(runbook_exec::engine::StepValues::bare(0)),
-                    message: Some(
-                        "in flight when the run stopped; counted as done on resume".into(),
-                    ),
-                    duration: Duration::ZERO,
-                });
-            }
-            InflightChoice::Rerun => inflight_notes.push(format!("{id}: run again")),
-            InflightChoice::Abort => return Ok(Exit::Declined),
-        }
-    }
+    let state = resumed.replay;
+    let restored = resumed.restored;
+    let inflight_notes = resumed.notes;
+    let changed = resumed.changed.is_some();
 
     // Parameters as recorded; secrets were never recorded and are resolved again.
     let given: Vec<(String, String)> = state
@@ -350,7 +323,9 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         earlier: replay::time_spent(&read.records),
         ..Options::default()
     };
-    refuse_without_terminal(&rb, &options, interactive)?;
+    // Only the questions this resume can still ask count.
+    let may_run = replay::may_still_run(&plan, &restored);
+    refuse_without_terminal(&rb, &options, interactive, &may_run)?;
     let _lock = take_lock(&store, &rb, &resolved, &state.run_id, &operator)?;
     let (journal, _, torn_bytes) =
         runbook_exec::journal::Journal::reopen(&path).map_err(|e| match e {
@@ -457,11 +432,12 @@ fn refuse_without_terminal(
     rb: &Runbook,
     options: &Options,
     interactive: bool,
+    may_run: &[bool],
 ) -> anyhow::Result<()> {
     if interactive {
         return Ok(());
     }
-    let need = runbook_exec::engine::needs_operator(rb, options);
+    let need = runbook_exec::engine::needs_operator(rb, options, may_run);
     if need.is_empty() {
         return Ok(());
     }

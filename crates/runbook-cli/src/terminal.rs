@@ -7,33 +7,28 @@ use std::sync::{Arc, Mutex};
 
 use anstyle::Style;
 use runbook_core::model::{Param, ParamType};
+use runbook_exec::session::InflightDecision;
 use runbook_exec::{Answer, Operator, Question};
-
-pub(crate) enum InflightChoice {
-    Done,
-    Rerun,
-    Abort,
-}
 
 pub(crate) fn ask_inflight(
     id: &str,
     title: &str,
     killed: Option<runbook_exec::event::Killed>,
-) -> InflightChoice {
+) -> InflightDecision {
     let mut err = anstream::stderr();
     let _ = writeln!(
         err,
         "act `{id}` ({title}) {}: it may have been partly applied.",
-        unknown_why(killed)
+        runbook_exec::session::unknown_outcome(killed)
     );
     loop {
         let Some(line) = read_answer("Was it applied? [d]one / [r]un again / [a]bort: ") else {
-            return InflightChoice::Abort;
+            return InflightDecision::Abort;
         };
         match line.trim().to_ascii_lowercase().as_str() {
-            "d" | "done" => return InflightChoice::Done,
-            "r" | "run" | "rerun" => return InflightChoice::Rerun,
-            "a" | "abort" => return InflightChoice::Abort,
+            "d" | "done" => return InflightDecision::Done,
+            "r" | "run" | "rerun" => return InflightDecision::Rerun,
+            "a" | "abort" => return InflightDecision::Abort,
             _ => {}
         }
     }
@@ -182,13 +177,5 @@ pub(crate) fn ask_blocking(q: &Question, show_action: bool) -> Answer {
                 let _ = writeln!(err, "`{other}`: answer y, n, skip or abort");
             }
         }
-    }
-}
-
-/// Why an act's outcome is unknown, as the end of "act `x` ...".
-pub(crate) fn unknown_why(killed: Option<runbook_exec::event::Killed>) -> String {
-    match killed {
-        None => "was running when the run stopped".into(),
-        Some(k) => format!("was {} before it finished", k.as_str()),
     }
 }

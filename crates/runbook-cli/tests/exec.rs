@@ -720,7 +720,11 @@ mod pty {
     fn yes_runs_the_act() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = session(dir.path());
-        s.expect("Really change db-1? [y/N/skip/abort]").unwrap();
+        let before = s.expect("Really change db-1? [y/N/skip/abort]").unwrap();
+        // The command and the confirm text are printed once before the question.
+        let shown = String::from_utf8_lossy(before.before()).into_owned();
+        assert_eq!(shown.matches("$ echo db-1 >").count(), 1, "{shown}");
+        assert_eq!(shown.matches("Really change db-1?").count(), 0, "{shown}");
         s.send_line("y").unwrap();
         s.expect("Run this step? [y/N/skip/abort]").unwrap();
         s.send_line("yes").unwrap();
@@ -1362,6 +1366,31 @@ mod resume {
         assert_eq!(code(&out), 1, "{stdout}{stderr}");
         assert!(stdout.contains("timed out"), "{stdout}");
         killed_act_is_not_rerun(state.path(), dir.path(), "timeout", &[]);
+    }
+
+    /// Resuming without a terminal is refused only for questions it will actually ask: a
+    /// manual step on the route a finished branch did not take does not count.
+    #[test]
+    fn resume_without_a_terminal_counts_only_reachable_questions() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dir_param = format!("dir={}", dir.path().display());
+        let route = fixture("route-manual");
+        let out = with_state(
+            state.path(),
+            &["exec", &route, "--auto-manual", "-p", &dir_param],
+        );
+        assert_eq!(code(&out), 1, "{:?}", text(&out));
+        // Without --auto-manual, a new run is refused: `call` might be asked.
+        let out = with_state(state.path(), &["exec", &route, "-p", &dir_param]);
+        assert_eq!(code(&out), 2);
+        assert!(text(&out).1.contains("call"), "{:?}", text(&out));
+        // The branch chose `fix`: resuming it asks nothing, so it goes on.
+        std::fs::write(dir.path().join("ok"), "").unwrap();
+        let out = with_state(state.path(), &["resume", "last"]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 0, "{stdout}{stderr}");
+        assert!(stdout.contains("✓ check  fix ok"), "{stdout}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod mask;
 pub mod params;
 pub mod resume;
+pub mod session;
 
 pub use backend::{Backend, Live};
 pub use engine::{Control, Engine, Operator, Options, Question, Report, Restored, Route};

@@ -246,6 +246,32 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
     })
 }
 
+/// Which steps may still run after a resume that restores `restored`: not a restored
+/// step, and reached by an edge that a restored step's route takes or that comes from a
+/// step that may itself still run (whose outcome is not known yet).
+pub fn may_still_run(plan: &Plan, restored: &[Restored]) -> Vec<bool> {
+    let n = plan.order.len();
+    let mut route: Vec<Option<Route>> = vec![None; n];
+    for r in restored {
+        if let Some(slot) = route.get_mut(r.step) {
+            *slot = Some(r.route);
+        }
+    }
+    let mut may = vec![false; n];
+    for &i in &plan.order {
+        if route[i].is_some() {
+            continue;
+        }
+        let mut incoming = plan.incoming(i).peekable();
+        may[i] = incoming.peek().is_none()
+            || incoming.any(|(src, edge)| match route[src] {
+                Some(r) => r.takes(edge),
+                None => may[src],
+            });
+    }
+    may
+}
+
 /// Wall time a run has spent so far: the sum of its segments (from `run_started` or
 /// each `resumed` to the last record before the next one), so a run resumed after a
 /// night's pause is not counted as a night long.

@@ -554,14 +554,18 @@ fn kill_all(tx: &watch::Sender<Option<Killed>>, why: Killed) {
 }
 
 /// Acts and manual steps that need an operator's answer in this mode, for refusing a run
-/// that cannot ask (no terminal) before it starts.
-pub fn needs_operator(runbook: &Runbook, options: &Options) -> Vec<String> {
+/// that cannot ask (no terminal) before it starts. `may_run` leaves out steps that will
+/// not run (on resume: finished, or on a route a finished branch did not take).
+pub fn needs_operator(runbook: &Runbook, options: &Options, may_run: &[bool]) -> Vec<String> {
     if options.mode == Mode::DryRun {
         return Vec::new();
     }
     runbook
         .steps
         .iter()
+        .enumerate()
+        .filter(|(i, _)| may_run.get(*i).copied().unwrap_or(true))
+        .map(|(_, s)| s)
         .filter(|s| {
             let manual = matches!(s.action, Some(Action::Manual(_)));
             (manual && !options.auto_manual)

@@ -31,6 +31,18 @@ pub enum Route {
 }
 
 impl Route {
+    /// Whether the run goes on along `edge` when a step ended this way.
+    pub fn takes(self, edge: Edge) -> bool {
+        match (self, edge) {
+            (Route::Every, _) => true,
+            (Route::Normal, Edge::Next | Edge::Needs) => true,
+            (Route::Case(k), Edge::Case(j)) => k == j,
+            (Route::Default, Edge::Default) => true,
+            (Route::FailGoto, Edge::FailGoto) => true,
+            _ => false,
+        }
+    }
+
     /// The route a branch takes along `edge`.
     pub(super) fn branch(edge: Edge) -> Route {
         match edge {
@@ -85,14 +97,7 @@ impl State {
 }
 
 pub(super) fn edge_taken(src: &State, edge: Edge) -> bool {
-    match (src.route, edge) {
-        (Route::Every, _) => true,
-        (Route::Normal, Edge::Next | Edge::Needs) => true,
-        (Route::Case(k), Edge::Case(j)) => k == j,
-        (Route::Default, Edge::Default) => true,
-        (Route::FailGoto, Edge::FailGoto) => true,
-        _ => false,
-    }
+    src.route.takes(edge)
 }
 
 /// If every source of step `i` is resolved and one of its edges was taken, whether it runs

@@ -1,0 +1,216 @@
+//! The resume policy: what may go on when a run is resumed, decided in the library with
+//! typed answers, so the CLI only parses flags, asks on a terminal, words the errors and
+//! chooses the exit code.
+//!
+//! In order: a dry run is not resumed; a run that succeeded has nothing to resume; a
+//! runbook file that changed since the run started needs `force`; every act whose outcome
+//! is unknown (in flight at a crash, or killed by the run) needs a decision: done, run
+//! again, or abort. Checks and verifies in that state simply run again.
+
+use std::time::Duration;
+
+use runbook_core::model::{Runbook, StepKind};
+use runbook_core::plan::Plan;
+
+use crate::engine::{Restored, Route, StepValues};
+use crate::event::{Killed, Mode, RunStatus, Status};
+use crate::journal::Record;
+use crate::resume::{self, Inflight, Replay, ReplayError};
+
+/// What to do with an act whose outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightDecision {
+    /// It was applied: count it as done.
+    Done,
+    /// Run it again.
+    Rerun,
+    /// Do not resume.
+    Abort,
+}
+
+/// Why a run cannot be resumed as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The journal cannot be replayed (it predates typed records, or is not a run's).
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// Dry runs change nothing and are not resumed.
+    #[error("{run_id} was a dry run; dry runs are not resumed")]
+    DryRun {
+        /// The run.
+        run_id: String,
+    },
+    /// The runbook file is not the one the run started with.
+    #[error("{0}")]
+    Changed(Box<FileChanged>),
+    /// An act may have been partly applied and nobody said what to do with it.
+    #[error("act `{step}` {} and may have been partly applied", unknown_outcome(*.killed))]
+    InflightAct {
+        /// The act.
+        step: String,
+        /// Why its outcome is unknown (`None`: running when the run stopped).
+        killed: Option<Killed>,
+    },
+    /// The operator chose not to resume.
+    #[error("the operator chose not to resume")]
+    Aborted,
+}
+
+/// How the runbook file differs from the one the run started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChanged {
+    /// The run.
+    pub run_id: String,
+    /// The runbook file.
+    pub path: String,
+    /// Its sha256 when the run started (12 hex digits).
+    pub then: String,
+    /// Its sha256 now (12 hex digits).
+    pub now: String,
+    /// Step ids added since.
+    pub added: Vec<String>,
+    /// Step ids removed since.
+    pub removed: Vec<String>,
+}
+
+impl std::fmt::Display for FileChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} changed since the run started (sha256 {} then, {} now; {})",
+            self.path,
+            self.then,
+            self.now,
+            diff_text(&self.added, &self.removed)
+        )
+    }
+}
+
+/// Why an act's outcome is unknown, as the end of "act `x` ...".
+pub fn unknown_outcome(killed: Option<Killed>) -> String {
+    match killed {
+        None => "was running when the run stopped".into(),
+        Some(k) => format!("was {} before it finished", k.as_str()),
+    }
+}
+
+/// `steps added: a, b; steps removed: none`.
+pub fn diff_text(added: &[String], removed: &[String]) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "steps added: {}; steps removed: {}",
+        list(added),
+        list(removed)
+    )
+}
+
+/// A resume that may go on.
+#[derive(Debug)]
+pub struct ResumePlan {
+    /// What the journal says.
+    pub replay: Replay,
+    /// The steps to keep as they ended, acts counted as done included.
+    pub restored: Vec<Restored>,
+    /// What happens to each step whose outcome was unknown, for the `resumed` record.
+    pub notes: Vec<String>,
+    /// The file changed and `force` was given: step ids added and removed.
+    pub changed: Option<(Vec<String>, Vec<String>)>,
+}
+
+/// What resuming a run comes to.
+#[derive(Debug)]
+pub enum Resume {
+    /// The run already succeeded: nothing to do.
+    AlreadySucceeded {
+        /// The run.
+        run_id: String,
+    },
+    /// Go on from here.
+    Go(Box<ResumePlan>),
+}
+
+/// Decide how the run recorded in `records` goes on with `runbook` as it is now (its
+/// file's sha256 is `sha256_now`). `decide` is asked about every act whose outcome is
+/// unknown; `None` means nobody can say (no flag, no terminal).
+pub fn plan(
+    runbook: &Runbook,
+    plan: &Plan,
+    records: &[Record],
+    sha256_now: &str,
+    force: bool,
+    decide: &mut dyn FnMut(&Inflight, &str) -> Option<InflightDecision>,
+) -> Result<Resume, ResumeError> {
+    let replay = resume::replay(runbook, plan, records)?;
+    if replay.mode == Mode::DryRun {
+        return Err(ResumeError::DryRun {
+            run_id: replay.run_id,
+        });
+    }
+    if replay.finished == Some(RunStatus::Succeeded) {
+        return Ok(Resume::AlreadySucceeded {
+            run_id: replay.run_id,
+        });
+    }
+    let mut changed = None;
+    if sha256_now != replay.origin.sha256 {
+        let (added, removed) = resume::step_diff(&resume::recorded_steps(records), runbook);
+        if !force {
+            let short = |s: &str| s.get(..12).unwrap_or_default().to_string();
+            return Err(ResumeError::Changed(Box::new(FileChanged {
+                run_id: replay.run_id.clone(),
+                path: replay.origin.path.clone(),
+                then: short(&replay.origin.sha256),
+                now: short(sha256_now),
+                added,
+                removed,
+            })));
+        }
+        changed = Some((added, removed));
+    }
+    let mut restored = replay.restored.clone();
+    let mut notes = Vec::new();
+    for inflight in &replay.inflight {
+        let id = &inflight.step;
+        let Some(i) = plan.index(id) else { continue };
+        let step = &runbook.steps[i];
+        if step.kind.value != StepKind::Act {
+            notes.push(format!("{id}: run again (read-only)"));
+            continue;
+        }
+        match decide(inflight, &step.title.value) {
+            Some(InflightDecision::Done) => {
+                notes.push(format!("{id}: counted as done"));
+                restored.push(Restored {
+                    step: i,
+                    status: Status::Succeeded,
+                    route: Route::Normal,
+                    result: Some(StepValues::bare(0)),
+                    message: Some(
+                        "outcome unknown when the run stopped; counted as done on resume".into(),
+                    ),
+                    duration: Duration::ZERO,
+                });
+            }
+            Some(InflightDecision::Rerun) => notes.push(format!("{id}: run again")),
+            Some(InflightDecision::Abort) => return Err(ResumeError::Aborted),
+            None => {
+                return Err(ResumeError::InflightAct {
+                    step: id.clone(),
+                    killed: inflight.killed,
+                });
+            }
+        }
+    }
+    Ok(Resume::Go(Box::new(ResumePlan {
+        replay,
+        restored,
+        notes,
+        changed,
+    })))
+}
