@@ -103,7 +103,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         .operator
         .clone()
         .unwrap_or_else(runbook_exec::default_operator);
-    let run_id = run_id(&rb.name.value);
+    let run_id = session::new_run_id(&rb.name.value);
     let options = Options {
         mode,
         yes: args.run.yes,
@@ -111,7 +111,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
         parallel: usize::from(args.run.parallel),
         run_id: run_id.clone(),
         operator: operator.clone(),
-        origin: origin_of(&loaded),
+        origin: session::origin(&loaded.path, &loaded.source),
         aws_region: args.run.aws.region.clone(),
         aws_profile: args.run.aws.profile.clone(),
         ..Options::default()
@@ -226,7 +226,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
     };
     let rb = Arc::new(rb.clone());
     let plan = Arc::new(plan.clone());
-    let now = origin_of(&loaded);
+    let now = session::origin(&loaded.path, &loaded.source);
     let interactive = std::io::stdin().is_terminal();
     // Acts whose outcome is unknown may have been partly applied: never re-run unasked.
     let mut decide = |inflight: &runbook_exec::resume::Inflight, title: &str| {
@@ -649,57 +649,4 @@ fn read_params_file(
             }
         ),
     }
-}
-
-/// Where the runbook came from: path, sha256, git commit and dirty flag.
-fn origin_of(loaded: &crate::library::Loaded) -> runbook_exec::event::Origin {
-    let (path, source) = (loaded.path.as_path(), loaded.source.as_str());
-    use sha2::Digest;
-    let sha256 = hex::encode(sha2::Sha256::digest(source.as_bytes()));
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let git_commit = git(&["rev-parse", "HEAD"]);
-    let git_dirty = git_commit.as_ref().and_then(|_| {
-        let file = path.file_name()?.to_str()?;
-        git(&["status", "--porcelain", "--", file]).map(|s| !s.is_empty())
-    });
-    runbook_exec::event::Origin {
-        path: path.display().to_string(),
-        sha256,
-        git_commit,
-        git_dirty,
-        ..Default::default()
-    }
-}
-
-/// `20261122-0931-dbconn-7f3a`: sorts by start time (UTC), short enough to type.
-fn run_id(name: &str) -> String {
-    let now = SystemTime::now();
-    let stamp = humantime::format_rfc3339_seconds(now).to_string();
-    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
-    let (date, time) = digits.split_at(8.min(digits.len()));
-    let short: String = name
-        .split('-')
-        .take(2)
-        .map(|s| s.chars().take(4).collect::<String>())
-        .collect();
-    let nanos = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
-    format!("{date}-{}-{short}-{salt:04x}", &time[..4.min(time.len())])
 }

@@ -40,6 +40,11 @@ pub struct Plan {
     pub roots: Vec<usize>,
     /// Position of each step in `order`.
     pub position: Vec<usize>,
+    /// For each step, the steps whose values its templates and conditions read
+    /// (`steps.<id>...`), sorted; every step for one that reads `steps` whole. Filled by
+    /// the validator from the analyses it made anyway; the executor passes a step only
+    /// these values and starts it only once they are resolved.
+    pub reads: Vec<Vec<usize>>,
     ids: HashMap<String, usize>,
 }
 
@@ -130,11 +135,13 @@ impl Plan {
         for (pos, &i) in order.iter().enumerate() {
             position[i] = pos;
         }
+        let reads = vec![Vec::new(); position.len()];
         Ok(Plan {
             graph,
             order,
             roots,
             position,
+            reads,
             ids,
         })
     }

@@ -203,7 +203,7 @@ impl<'a> Validator<'a> {
         self.diags.extend(mutating);
         let ids = self.duplicate_ids();
         self.references(&ids);
-        let plan = match Plan::build(self.rb) {
+        let mut plan = match Plan::build(self.rb) {
             Ok(plan) => plan,
             Err(cycle) => {
                 self.cycle(&cycle);
@@ -211,11 +211,44 @@ impl<'a> Validator<'a> {
                 return None;
             }
         };
+        plan.reads = self.reads(&plan);
         self.unreachable(&plan);
         self.retry_targets(&plan);
         self.expressions(Some(&plan));
         self.lints(&plan);
         Some(plan)
+    }
+
+    /// Which steps each step reads, from the analyses of its templates and conditions.
+    fn reads(&self, plan: &Plan) -> Vec<Vec<usize>> {
+        self.analyzed
+            .iter()
+            .map(|a| {
+                let templates = a
+                    .templates
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .flat_map(|t| t.vars.iter().map(|v| &v.path));
+                let conditions = a
+                    .conditions
+                    .iter()
+                    .filter_map(|c| c.as_ref().as_ref().ok())
+                    .flat_map(|c| c.names.iter());
+                let names: Vec<&Vec<String>> = templates.chain(conditions).collect();
+                if names.iter().any(|n| n.len() == 1 && n[0] == "steps") {
+                    return (0..plan.order.len()).collect();
+                }
+                let mut out: Vec<usize> = names
+                    .iter()
+                    .filter(|n| n.len() >= 2 && n[0] == "steps")
+                    .filter_map(|n| plan.index(&n[1]))
+                    .collect();
+                out.sort_unstable();
+                out.dedup();
+                out
+            })
+            .collect()
     }
 
     fn duplicate_ids(&mut self) -> HashMap<&'a str, &'a Step> {

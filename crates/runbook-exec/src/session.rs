@@ -1,5 +1,6 @@
-//! The resume policy: what may go on when a run is resumed, decided in the library with
-//! typed answers, so the CLI only parses flags, asks on a terminal, words the errors and
+//! Preparing a run: its id and origin (the file's sha256 and git state), and the resume
+//! policy: what may go on when a run is resumed, decided in the library with typed
+//! answers, so the CLI only parses flags, asks on a terminal, words the errors and
 //! chooses the exit code.
 //!
 //! In order: a dry run is not resumed; a run that succeeded has nothing to resume; a
@@ -7,13 +8,13 @@
 //! is unknown (in flight at a crash, or killed by the run) needs a decision: done, run
 //! again, or abort. Checks and verifies in that state simply run again.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use runbook_core::model::{Runbook, StepKind};
 use runbook_core::plan::Plan;
 
 use crate::engine::{Restored, Route, StepValues};
-use crate::event::{Killed, Mode, RunStatus, Status};
+use crate::event::{Killed, Mode, Origin, RunStatus, Status};
 use crate::journal::Record;
 use crate::resume::{self, Inflight, Replay, ReplayError};
 
@@ -213,4 +214,56 @@ pub fn plan(
         notes,
         changed,
     })))
+}
+
+/// Where the runbook came from: path, sha256, git commit and dirty flag.
+pub fn origin(path: &std::path::Path, source: &str) -> Origin {
+    use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(source.as_bytes()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let git_commit = git(&["rev-parse", "HEAD"]);
+    let git_dirty = git_commit.as_ref().and_then(|_| {
+        let file = path.file_name()?.to_str()?;
+        git(&["status", "--porcelain", "--", file]).map(|s| !s.is_empty())
+    });
+    Origin {
+        path: path.display().to_string(),
+        sha256,
+        git_commit,
+        git_dirty,
+        ..Default::default()
+    }
+}
+
+/// `20261122-0931-dbconn-7f3a`: sorts by start time (UTC), short enough to type.
+pub fn new_run_id(name: &str) -> String {
+    let now = SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let (date, time) = digits.split_at(8.min(digits.len()));
+    let short: String = name
+        .split('-')
+        .take(2)
+        .map(|s| s.chars().take(4).collect::<String>())
+        .collect();
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{date}-{}-{short}-{salt:04x}", &time[..4.min(time.len())])
 }

@@ -28,7 +28,7 @@ use crate::event::{Answer, Event, Killed, Mode, RunStatus, Sink, Skip, Status, S
 use crate::mask::Masker;
 
 pub use schedule::Route;
-use schedule::{State, data, decide, reads_of, ready, route_failure};
+use schedule::{State, data, decide, ready, route_failure};
 use step::{Outcome, execute};
 pub use values::StepValues;
 
@@ -186,8 +186,6 @@ impl std::fmt::Debug for Engine {
 }
 
 struct Shared {
-    /// For each step, the steps whose values its templates and conditions read.
-    reads: Vec<Vec<usize>>,
     runbook: Arc<Runbook>,
     plan: Arc<Plan>,
     options: Options,
@@ -229,10 +227,8 @@ impl Engine {
             profile: options.aws_profile.clone().or(from_runbook.profile),
         })?;
         let (tx, rx) = watch::channel(0u8);
-        let reads = runbook.steps.iter().map(|s| reads_of(&plan, s)).collect();
         Ok(Engine {
             shared: Arc::new(Shared {
-                reads,
                 runbook,
                 plan,
                 options,
@@ -280,12 +276,12 @@ impl Engine {
         let mut producers = Vec::new();
         let mut stack: Vec<usize> = (0..n)
             .filter(|&i| keep[i])
-            .flat_map(|i| self.shared.reads[i].clone())
+            .flat_map(|i| self.shared.plan.reads[i].clone())
             .collect();
         while let Some(p) = stack.pop() {
             if !std::mem::replace(&mut keep[p], true) {
                 producers.push(rb.steps[p].id.value.clone());
-                stack.extend(self.shared.reads[p].iter().copied());
+                stack.extend(self.shared.plan.reads[p].iter().copied());
             }
         }
         let from_id = &rb.steps[from].id.value;
@@ -399,7 +395,7 @@ impl Engine {
                     };
                     // Never before the steps whose values it reads (with --from they are
                     // not necessarily its predecessors).
-                    if sh.reads[i].iter().any(|&r| !states[r].resolved()) {
+                    if sh.plan.reads[i].iter().any(|&r| !states[r].resolved()) {
                         continue;
                     }
                     let step = &rb.steps[i];

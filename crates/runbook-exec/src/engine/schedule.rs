@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use runbook_core::model::{OnFail, OnFailSimple, Runbook, Step, StepKind};
+use runbook_core::model::{OnFail, OnFailSimple, Runbook, StepKind};
 use runbook_core::plan::{Edge, Plan};
 use serde_json::{Value, json};
 
@@ -276,37 +276,10 @@ pub(super) fn route_failure(
     }
 }
 
-/// The steps whose values a step's templates and conditions read (`steps.<id>...`).
-pub(super) fn reads_of(plan: &Plan, step: &Step) -> Vec<usize> {
-    let mut names: Vec<Vec<String>> = Vec::new();
-    for (text, _) in runbook_core::validate::step_templates(step) {
-        if let Ok(a) = runbook_core::template::analyze(text) {
-            names.extend(a.vars.into_iter().map(|v| v.path));
-        }
-    }
-    let conditions = step.expect.iter().chain(step.cases.iter().map(|c| &c.when));
-    for c in conditions {
-        if let Ok(n) = runbook_core::cond::analyze(c) {
-            names.extend(n);
-        }
-    }
-    if names.iter().any(|n| n.len() == 1 && n[0] == "steps") {
-        return (0..plan.order.len()).collect();
-    }
-    let mut out: Vec<usize> = names
-        .iter()
-        .filter(|n| n.len() >= 2 && n[0] == "steps")
-        .filter_map(|n| plan.index(&n[1]))
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
 /// The values step `i`'s templates and conditions read: `params`, `steps` (those it
 /// names), `env`, `run`.
 pub(super) fn data(sh: &Shared, states: &[State], i: usize) -> Value {
-    let steps: serde_json::Map<String, Value> = sh.reads[i]
+    let steps: serde_json::Map<String, Value> = sh.plan.reads[i]
         .iter()
         .filter_map(|&s| {
             Some((
