@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 
 use runbook_exec::params::value_text;
 
-use crate::diagnostics::load_valid;
 use crate::diagnostics::{self, counts};
 use crate::library::{self, Loaded};
 use crate::table::{self, plural};
@@ -316,181 +315,172 @@ pub(crate) fn plan(
     given: &[String],
     format: OutputFormat,
 ) -> anyhow::Result<Exit> {
-    let loaded = match load_valid(cli, name)? {
-        Ok(l) => l,
-        Err(exit) => return Ok(exit),
-    };
-    let Some((rb, plan)) = loaded.checked.valid() else {
-        return Ok(Exit::Invalid);
-    };
-    let params =
-        plan_params(rb, given).with_context(|| format!("cannot plan {}", rb.name.value))?;
-    let data = plan_data(rb, &params);
-    let renderer = Renderer::new();
-    let mut steps_json = Vec::new();
-    let mut out = String::new();
-    let sev = rb
-        .severity
-        .map(|s| format!(" ({})", s.as_str()))
-        .unwrap_or_default();
-    out.push_str(&format!(
-        "plan: {} — {}{sev}\n",
-        rb.name.value, rb.title.value
-    ));
-    if !params.values.is_empty() {
-        let shown: Vec<String> = params
-            .values
-            .iter()
-            .map(|(k, v)| format!("{k}={}", value_text(v)))
-            .collect();
-        out.push_str(&format!("params: {}\n", shown.join(" ")));
-    }
-    for note in &params.notes {
-        out.push_str(&format!("  note: {note}\n"));
-    }
-    out.push_str(&format!("{} steps, nothing runs\n\n", rb.steps.len()));
-    let width = rb.steps.len().to_string().len();
-    for (n, &i) in plan.order.iter().enumerate() {
-        let step = &rb.steps[i];
-        let r = render_step(&renderer, step, &data).unwrap_or_else(|e| RenderedStep {
-            title: format!("{} <{e}>", step.title.value),
-            confirm: None,
-            action: None,
-        });
-        let lines = r
-            .action
-            .as_ref()
-            .map(RenderedAction::lines)
+    crate::diagnostics::with_valid(cli, name, |_, rb, plan| {
+        let params =
+            plan_params(rb, given).with_context(|| format!("cannot plan {}", rb.name.value))?;
+        let data = plan_data(rb, &params);
+        let renderer = Renderer::new();
+        let mut steps_json = Vec::new();
+        let mut out = String::new();
+        let sev = rb
+            .severity
+            .map(|s| format!(" ({})", s.as_str()))
             .unwrap_or_default();
         out.push_str(&format!(
-            "{:>width$}. {:<6} {}  {}\n",
-            n + 1,
-            step.kind.value.as_str(),
-            step.id.value,
-            r.title
+            "plan: {} — {}{sev}\n",
+            rb.name.value, rb.title.value
         ));
-        let pad = " ".repeat(width + 9);
-        let after = after(rb, plan, i);
-        if !after.is_empty() {
-            out.push_str(&format!("{pad}after: {}\n", after.join(", ")));
+        if !params.values.is_empty() {
+            let shown: Vec<String> = params
+                .values
+                .iter()
+                .map(|(k, v)| format!("{k}={}", value_text(v)))
+                .collect();
+            out.push_str(&format!("params: {}\n", shown.join(" ")));
         }
-        for line in &lines {
-            out.push_str(&format!("{pad}{line}\n"));
+        for note in &params.notes {
+            out.push_str(&format!("  note: {note}\n"));
         }
-        for (cname, cap) in &step.capture {
-            let secret = if cap.secret { " (secret)" } else { "" };
-            out.push_str(&format!(
-                "{pad}capture {cname} ← {}{secret}\n",
-                capture_text(&cap.source)
-            ));
-        }
-        if let Some(e) = &step.expect {
-            out.push_str(&format!("{pad}expect {}\n", e.value));
-        }
-        if let Some(retry) = &step.retry {
-            let interval = retry
-                .interval
+        out.push_str(&format!("{} steps, nothing runs\n\n", rb.steps.len()));
+        let width = rb.steps.len().to_string().len();
+        for (n, &i) in plan.order.iter().enumerate() {
+            let step = &rb.steps[i];
+            let r = render_step(&renderer, step, &data).unwrap_or_else(|e| RenderedStep {
+                title: format!("{} <{e}>", step.title.value),
+                confirm: None,
+                action: None,
+            });
+            let lines = r
+                .action
                 .as_ref()
-                .map_or("5s".to_string(), |d| d.text.clone());
-            let backoff = retry
-                .backoff
-                .map(|b| format!(", backoff ×{b}"))
+                .map(RenderedAction::lines)
                 .unwrap_or_default();
             out.push_str(&format!(
-                "{pad}retry {} attempts every {interval}{backoff}\n",
-                retry.attempts
+                "{:>width$}. {:<6} {}  {}\n",
+                n + 1,
+                step.kind.value.as_str(),
+                step.id.value,
+                r.title
             ));
-        }
-        if let Some(t) = &step.timeout {
-            out.push_str(&format!("{pad}timeout {}\n", t.text));
-        }
-        if let Some(c) = &r.confirm {
-            out.push_str(&format!("{pad}confirm: {c}\n"));
-        }
-        if let Some(f) = &step.on_fail {
-            out.push_str(&format!("{pad}on failure: {}\n", on_fail_text(f)));
-        }
-        let mut cases_json = Vec::new();
-        for (k, case) in step.cases.iter().enumerate() {
-            let skips = branch_skips(rb, plan, i, Edge::Case(k));
-            let skip_text = if skips.is_empty() {
-                String::new()
-            } else {
-                format!("  (skips {})", skips.join(", "))
-            };
-            out.push_str(&format!(
-                "{pad}when {} → {}{skip_text}\n",
-                case.when.value, case.goto.value
-            ));
-            cases_json
-                .push(json!({"when": case.when.value, "goto": case.goto.value, "skips": skips}));
-        }
-        let mut default_json = Value::Null;
-        if step.kind.value == StepKind::Branch {
-            if let Some(d) = &step.default {
-                let skips = branch_skips(rb, plan, i, Edge::Default);
+            let pad = " ".repeat(width + 9);
+            let after = after(rb, plan, i);
+            if !after.is_empty() {
+                out.push_str(&format!("{pad}after: {}\n", after.join(", ")));
+            }
+            for line in &lines {
+                out.push_str(&format!("{pad}{line}\n"));
+            }
+            for (cname, cap) in &step.capture {
+                let secret = if cap.secret { " (secret)" } else { "" };
+                out.push_str(&format!(
+                    "{pad}capture {cname} ← {}{secret}\n",
+                    capture_text(&cap.source)
+                ));
+            }
+            if let Some(e) = &step.expect {
+                out.push_str(&format!("{pad}expect {}\n", e.value));
+            }
+            if let Some(retry) = &step.retry {
+                let interval = retry
+                    .interval
+                    .as_ref()
+                    .map_or("5s".to_string(), |d| d.text.clone());
+                let backoff = retry
+                    .backoff
+                    .map(|b| format!(", backoff ×{b}"))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "{pad}retry {} attempts every {interval}{backoff}\n",
+                    retry.attempts
+                ));
+            }
+            if let Some(t) = &step.timeout {
+                out.push_str(&format!("{pad}timeout {}\n", t.text));
+            }
+            if let Some(c) = &r.confirm {
+                out.push_str(&format!("{pad}confirm: {c}\n"));
+            }
+            if let Some(f) = &step.on_fail {
+                out.push_str(&format!("{pad}on failure: {}\n", on_fail_text(f)));
+            }
+            let mut cases_json = Vec::new();
+            for (k, case) in step.cases.iter().enumerate() {
+                let skips = branch_skips(rb, plan, i, Edge::Case(k));
                 let skip_text = if skips.is_empty() {
                     String::new()
                 } else {
                     format!("  (skips {})", skips.join(", "))
                 };
-                out.push_str(&format!("{pad}otherwise → {}{skip_text}\n", d.value));
-                default_json = json!({"goto": d.value, "skips": skips});
-            } else {
                 out.push_str(&format!(
-                    "{pad}otherwise → continue with what does not depend on this branch\n"
+                    "{pad}when {} → {}{skip_text}\n",
+                    case.when.value, case.goto.value
                 ));
+                cases_json.push(
+                    json!({"when": case.when.value, "goto": case.goto.value, "skips": skips}),
+                );
+            }
+            let mut default_json = Value::Null;
+            if step.kind.value == StepKind::Branch {
+                if let Some(d) = &step.default {
+                    let skips = branch_skips(rb, plan, i, Edge::Default);
+                    let skip_text = if skips.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  (skips {})", skips.join(", "))
+                    };
+                    out.push_str(&format!("{pad}otherwise → {}{skip_text}\n", d.value));
+                    default_json = json!({"goto": d.value, "skips": skips});
+                } else {
+                    out.push_str(&format!(
+                        "{pad}otherwise → continue with what does not depend on this branch\n"
+                    ));
+                }
+            }
+            steps_json.push(json!({
+                "position": n + 1,
+                "id": step.id.value,
+                "kind": step.kind.value.as_str(),
+                "title": r.title,
+                "after": plan.incoming(i).map(|(s, _)| rb.steps[s].id.value.clone()).collect::<Vec<_>>(),
+                "action": r.action,
+                "captures": step.capture.iter().map(|(k, c)| (k.clone(), json!({"source": capture_text(&c.source), "secret": c.secret}))).collect::<serde_json::Map<_, _>>(),
+                "expect": step.expect.as_ref().map(|e| e.value.clone()),
+                "confirm": r.confirm,
+                "on_fail": step.on_fail.as_ref().map(|f| on_fail_text(f)),
+                "timeout": step.timeout.as_ref().map(|t| t.text.clone()),
+                "retry": step.retry.as_ref().map(|r| json!({"attempts": r.attempts, "interval": r.interval.as_ref().map(|d| d.text.clone()), "backoff": r.backoff})),
+                "cases": cases_json,
+                "default": default_json,
+            }));
+        }
+        match format {
+            OutputFormat::Human => emit(&out)?,
+            OutputFormat::Json => {
+                let doc = json!({
+                    "runbook": rb.name.value,
+                    "title": rb.title.value,
+                    "severity": rb.severity.map(|s| s.as_str()),
+                    "params": params.values,
+                    "unresolved": params.notes,
+                    "steps": steps_json,
+                });
+                emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
             }
         }
-        steps_json.push(json!({
-            "position": n + 1,
-            "id": step.id.value,
-            "kind": step.kind.value.as_str(),
-            "title": r.title,
-            "after": plan.incoming(i).map(|(s, _)| rb.steps[s].id.value.clone()).collect::<Vec<_>>(),
-            "action": r.action,
-            "captures": step.capture.iter().map(|(k, c)| (k.clone(), json!({"source": capture_text(&c.source), "secret": c.secret}))).collect::<serde_json::Map<_, _>>(),
-            "expect": step.expect.as_ref().map(|e| e.value.clone()),
-            "confirm": r.confirm,
-            "on_fail": step.on_fail.as_ref().map(|f| on_fail_text(f)),
-            "timeout": step.timeout.as_ref().map(|t| t.text.clone()),
-            "retry": step.retry.as_ref().map(|r| json!({"attempts": r.attempts, "interval": r.interval.as_ref().map(|d| d.text.clone()), "backoff": r.backoff})),
-            "cases": cases_json,
-            "default": default_json,
-        }));
-    }
-    match format {
-        OutputFormat::Human => emit(&out)?,
-        OutputFormat::Json => {
-            let doc = json!({
-                "runbook": rb.name.value,
-                "title": rb.title.value,
-                "severity": rb.severity.map(|s| s.as_str()),
-                "params": params.values,
-                "unresolved": params.notes,
-                "steps": steps_json,
-            });
-            emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
-        }
-    }
-    Ok(Exit::Success)
+        Ok(Exit::Success)
+    })
 }
 
 pub(crate) fn show(cli: &Cli, name: &str, format: ShowFormat) -> anyhow::Result<Exit> {
-    let loaded = match load_valid(cli, name)? {
-        Ok(l) => l,
-        Err(exit) => return Ok(exit),
-    };
-    let Some((rb, plan)) = loaded.checked.valid() else {
-        return Ok(Exit::Invalid);
-    };
-    let text = match format {
-        ShowFormat::Json => serde_json::to_string_pretty(rb)? + "\n",
-        ShowFormat::Human => show_text(rb, plan, false),
-        ShowFormat::Markdown => show_text(rb, plan, true),
-    };
-    emit(&text)?;
-    Ok(Exit::Success)
+    crate::diagnostics::with_valid(cli, name, |_, rb, plan| {
+        let text = match format {
+            ShowFormat::Json => serde_json::to_string_pretty(rb)? + "\n",
+            ShowFormat::Human => show_text(rb, plan, false),
+            ShowFormat::Markdown => show_text(rb, plan, true),
+        };
+        emit(&text)?;
+        Ok(Exit::Success)
+    })
 }
 
 /// The procedure as a person reads it; `markdown` writes a wiki page.
@@ -616,16 +606,7 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
             o.push('\n');
         }
         if let Some(d) = &s.description {
-            for line in d.trim_end().lines() {
-                o.push_str(&if markdown {
-                    format!("\n{line}")
-                } else {
-                    format!("     {line}\n")
-                });
-            }
-            if markdown {
-                o.push('\n');
-            }
+            push_block(&mut o, d, markdown, "", "");
         }
         let (code, lang) = match &s.action {
             Some(Action::Shell(sh)) => (Some(sh.run.value.trim_end().to_string()), "bash"),
@@ -648,16 +629,7 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
             }
             Some(Action::Wait(d)) => (Some(format!("wait {}", d.text)), "text"),
             Some(Action::Manual(m)) => {
-                for line in m.trim_end().lines() {
-                    o.push_str(&if markdown {
-                        format!("\n> {line}")
-                    } else {
-                        format!("     ☐ {line}\n")
-                    });
-                }
-                if markdown {
-                    o.push('\n');
-                }
+                push_block(&mut o, m, markdown, "> ", "☐ ");
                 (None, "")
             }
             None => (None, ""),
@@ -711,24 +683,34 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
     o
 }
 
+/// Lines of text under a step: a paragraph in markdown (each line after `md`), indented
+/// in the human form (after `plain`).
+fn push_block(o: &mut String, text: &str, markdown: bool, md: &str, plain: &str) {
+    for line in text.trim_end().lines() {
+        o.push_str(&if markdown {
+            format!("\n{md}{line}")
+        } else {
+            format!("     {plain}{line}\n")
+        });
+    }
+    if markdown {
+        o.push('\n');
+    }
+}
+
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
 pub(crate) fn graph(cli: &Cli, name: &str, format: GraphFormat) -> anyhow::Result<Exit> {
-    let loaded = match load_valid(cli, name)? {
-        Ok(l) => l,
-        Err(exit) => return Ok(exit),
-    };
-    let Some((rb, plan)) = loaded.checked.valid() else {
-        return Ok(Exit::Invalid);
-    };
-    let text = match format {
-        GraphFormat::Mermaid => mermaid(rb, plan),
-        GraphFormat::Dot => dot(rb, plan),
-    };
-    emit(&text)?;
-    Ok(Exit::Success)
+    crate::diagnostics::with_valid(cli, name, |_, rb, plan| {
+        let text = match format {
+            GraphFormat::Mermaid => mermaid(rb, plan),
+            GraphFormat::Dot => dot(rb, plan),
+        };
+        emit(&text)?;
+        Ok(Exit::Success)
+    })
 }
 
 /// A step's title as people read it in `show` and `graph`: templates that read only

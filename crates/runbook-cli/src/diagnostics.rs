@@ -187,3 +187,20 @@ pub(crate) fn load_valid(cli: &Cli, name: &str) -> anyhow::Result<Result<Loaded,
     }
     Ok(Ok(loaded))
 }
+
+/// Run `f` on the valid runbook called `name`; otherwise its diagnostics are reported and
+/// the answer is exit 2.
+pub(crate) fn with_valid(
+    cli: &Cli,
+    name: &str,
+    f: impl FnOnce(&Loaded, &runbook_core::Runbook, &runbook_core::Plan) -> anyhow::Result<Exit>,
+) -> anyhow::Result<Exit> {
+    let loaded = match load_valid(cli, name)? {
+        Ok(l) => l,
+        Err(exit) => return Ok(exit),
+    };
+    match loaded.checked.valid() {
+        Some((rb, plan)) => f(&loaded, rb, plan),
+        None => Ok(Exit::Invalid),
+    }
+}

@@ -83,87 +83,82 @@ pub struct AwsArgs {
 
 /// Run `runbook exec`.
 pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
-    let loaded = match crate::diagnostics::load_valid(cli, &args.name)? {
-        Ok(l) => l,
-        Err(exit) => return Ok(exit),
-    };
-    let Some((rb, plan)) = loaded.checked.valid() else {
-        return Ok(Exit::Invalid);
-    };
-    let rb = Arc::new(rb.clone());
-    let plan = Arc::new(plan.clone());
-    let interactive = std::io::stdin().is_terminal();
-    let mode = if args.dry_run {
-        Mode::DryRun
-    } else {
-        Mode::Live
-    };
-    let operator = args
-        .run
-        .operator
-        .clone()
-        .unwrap_or_else(runbook_exec::default_operator);
-    let run_id = session::new_run_id(&rb.name.value);
-    let options = Options {
-        mode,
-        yes: args.run.yes,
-        auto_manual: args.run.auto_manual,
-        parallel: usize::from(args.run.parallel),
-        run_id: run_id.clone(),
-        operator: operator.clone(),
-        origin: session::origin(&loaded.path, &loaded.source),
-        aws_region: args.run.aws.region.clone(),
-        aws_profile: args.run.aws.profile.clone(),
-        ..Options::default()
-    };
+    crate::diagnostics::with_valid(cli, &args.name, |loaded, rb, plan| {
+        let rb = Arc::new(rb.clone());
+        let plan = Arc::new(plan.clone());
+        let interactive = std::io::stdin().is_terminal();
+        let mode = if args.dry_run {
+            Mode::DryRun
+        } else {
+            Mode::Live
+        };
+        let operator = args
+            .run
+            .operator
+            .clone()
+            .unwrap_or_else(runbook_exec::default_operator);
+        let run_id = session::new_run_id(&rb.name.value);
+        let options = Options {
+            mode,
+            yes: args.run.yes,
+            auto_manual: args.run.auto_manual,
+            parallel: usize::from(args.run.parallel),
+            run_id: run_id.clone(),
+            operator: operator.clone(),
+            origin: session::origin(&loaded.path, &loaded.source),
+            aws_region: args.run.aws.region.clone(),
+            aws_profile: args.run.aws.profile.clone(),
+            ..Options::default()
+        };
 
-    // Parameters: everything checked before anything runs.
-    let given = args
-        .params
-        .iter()
-        .map(|p| runbook_exec::params::parse_assignment(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--param {e}"))?;
-    let file = match &args.params_file {
-        Some(path) => read_params_file(path)?,
-        None => serde_json::Map::new(),
-    };
-    let resolved = resolve_params(&rb, &given, &file, interactive, &args.run.aws)?;
-    let from = match &args.from {
-        None => None,
-        Some(id) => match plan.index(id) {
-            Some(i) => Some(i),
-            None => {
-                let hint = runbook_core::diag::did_you_mean(
-                    id,
-                    rb.steps.iter().map(|s| s.id.value.as_str()),
-                )
-                .map(|h| format!(" ({h})"))
-                .unwrap_or_default();
-                bail!("--from {id}: {} has no step `{id}`{hint}", rb.name.value);
-            }
-        },
-    };
-    refuse_without_terminal(&rb, &options, interactive, &[])?;
+        // Parameters: everything checked before anything runs.
+        let given = args
+            .params
+            .iter()
+            .map(|p| runbook_exec::params::parse_assignment(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--param {e}"))?;
+        let file = match &args.params_file {
+            Some(path) => read_params_file(path)?,
+            None => serde_json::Map::new(),
+        };
+        let resolved = resolve_params(&rb, &given, &file, interactive, &args.run.aws)?;
+        let from = match &args.from {
+            None => None,
+            Some(id) => match plan.index(id) {
+                Some(i) => Some(i),
+                None => {
+                    let hint = runbook_core::diag::did_you_mean(
+                        id,
+                        rb.steps.iter().map(|s| s.id.value.as_str()),
+                    )
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                    bail!("--from {id}: {} has no step `{id}`{hint}", rb.name.value);
+                }
+            },
+        };
+        refuse_without_terminal(&rb, &options, interactive, &[])?;
 
-    // The record and the lock come before the first step.
-    let store = Store::locate(cli.state_dir.as_deref())?;
-    let _lock = if args.dry_run {
-        // A dry run changes nothing, so it neither needs nor blocks the lock.
-        None
-    } else {
-        Some(take_lock(&store, &rb, &resolved, &run_id, &operator)?)
-    };
-    let journal = store.create(&run_id)?;
-    drive(
-        rb,
-        plan,
-        resolved,
-        options,
-        journal,
-        args.run.output,
-        Start::From(from),
-    )
+        // The record and the lock come before the first step.
+        let store = Store::locate(cli.state_dir.as_deref())?;
+        let _lock = if args.dry_run {
+            // A dry run changes nothing, so it neither needs nor blocks the lock.
+            None
+        } else {
+            Some(take_lock(&store, &rb, &resolved, &run_id, &operator)?)
+        };
+        let journal = store.create(&run_id)?;
+        drive(
+            rb,
+            plan,
+            resolved,
+            options,
+            journal,
+            args.run.output,
+            Start::From(from),
+        )
+    })
 }
 
 /// How a run begins.

@@ -63,25 +63,14 @@ pub enum ReplayError {
     },
 }
 
+/// What the journal says about one step so far.
 #[derive(Debug, Default, Clone)]
-struct Seen {
+struct Seen<'r> {
     stdout: Vec<String>,
     decision: Option<Chosen>,
-    finished: Option<Finished>,
+    /// Its last `step_finished` record, unless it started again since.
+    finished: Option<&'r Event>,
     running: bool,
-}
-
-#[derive(Debug, Clone)]
-struct Finished {
-    status: Status,
-    exit_code: Option<i32>,
-    duration_ms: u64,
-    message: Option<String>,
-    killed: Option<Killed>,
-    skip: Option<Skip>,
-    captures: serde_json::Map<String, Value>,
-    http_status: Option<u16>,
-    stderr_tail: String,
 }
 
 /// Replay `records` (a journal, in order) against the runbook as it is now. Only typed
@@ -133,31 +122,10 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
             Event::Decision { step, chosen, .. } => {
                 seen.entry(step.clone()).or_default().decision = *chosen;
             }
-            Event::StepFinished {
-                step,
-                status,
-                exit_code,
-                duration_ms,
-                message,
-                killed,
-                skip,
-                captures,
-                http_status,
-                stderr_tail,
-            } => {
+            finished @ Event::StepFinished { step, .. } => {
                 let s = seen.entry(step.clone()).or_default();
                 s.running = false;
-                s.finished = Some(Finished {
-                    status: *status,
-                    exit_code: *exit_code,
-                    duration_ms: *duration_ms,
-                    message: message.clone(),
-                    killed: *killed,
-                    skip: *skip,
-                    captures: captures.clone(),
-                    http_status: *http_status,
-                    stderr_tail: stderr_tail.clone(),
-                });
+                s.finished = Some(finished);
             }
             Event::Rewind { from, .. } => {
                 // Everything from `from` down was reset by the engine.
@@ -180,20 +148,37 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
         let Some(s) = seen.get(&step.id.value) else {
             continue;
         };
-        let killed = s.finished.as_ref().and_then(|f| f.killed);
+        let Some(Event::StepFinished {
+            status,
+            exit_code,
+            duration_ms,
+            message,
+            killed,
+            skip,
+            captures,
+            http_status,
+            stderr_tail,
+            ..
+        }) = s.finished
+        else {
+            if s.running {
+                inflight.push(Inflight {
+                    step: step.id.value.clone(),
+                    killed: None,
+                });
+            }
+            continue;
+        };
         // An act killed mid-way is as unknown as one in flight at a crash.
         if s.running || (killed.is_some() && step.kind.value == StepKind::Act) {
             inflight.push(Inflight {
                 step: step.id.value.clone(),
-                killed,
+                killed: if s.running { None } else { *killed },
             });
             continue;
         }
-        let Some(f) = &s.finished else {
-            continue;
-        };
         let on_fail = step.on_fail.as_ref().map(|f| f.value.clone());
-        let route = match f.status {
+        let route = match status {
             Status::Succeeded if step.kind.value == StepKind::Branch => match s.decision {
                 // A case that no longer leads where it did is decided again.
                 Some(Chosen::Case(k)) if k < step.cases.len() => Route::Case(k),
@@ -208,7 +193,7 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
                 // The failure that stopped the run: run the step again.
                 _ => continue,
             },
-            Status::Skipped if f.skip == Some(Skip::Operator) => Route::Normal,
+            Status::Skipped if *skip == Some(Skip::Operator) => Route::Normal,
             // Routing skips are recomputed; declined acts are asked again.
             _ => continue,
         };
@@ -217,21 +202,21 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
             continue;
         }
         let result = StepValues {
-            exit_code: f.exit_code,
+            exit_code: *exit_code,
             stdout: s.stdout.join("\n"),
-            stderr: f.stderr_tail.clone(),
-            status: f.http_status,
-            duration_ms: f.duration_ms,
+            stderr: stderr_tail.clone(),
+            status: *http_status,
+            duration_ms: *duration_ms,
             attempt: 1,
-            captures: f.captures.clone(),
+            captures: captures.clone(),
         };
         restored.push(Restored {
             step: i,
-            status: f.status,
+            status: *status,
             route,
             result: Some(result),
-            message: f.message.clone(),
-            duration: Duration::from_millis(f.duration_ms),
+            message: message.clone(),
+            duration: Duration::from_millis(*duration_ms),
         });
     }
     Ok(Replay {

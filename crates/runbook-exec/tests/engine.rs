@@ -201,6 +201,30 @@ impl Run {
 
 const HEAD: &str = "apiVersion: runbook/v1\nname: t\ntitle: Engine test\n";
 
+/// An engine over `rb` with the scripted backend, operator and recording sink.
+fn engine(
+    rb: &runbook_core::Runbook,
+    plan: &runbook_core::Plan,
+    options: Options,
+    sink: &Arc<Recorder>,
+    answers: &[Answer],
+    script: &Arc<Script>,
+) -> Engine {
+    Engine::new(
+        Arc::new(rb.clone()),
+        Arc::new(plan.clone()),
+        serde_json::Map::new(),
+        serde_json::Map::new(),
+        Vec::new(),
+        serde_json::Map::new(),
+        options,
+        sink.clone(),
+        Arc::new(Answers(Mutex::new(answers.iter().copied().collect()))),
+    )
+    .unwrap()
+    .with_backend(script.clone())
+}
+
 async fn run_with(
     steps: &str,
     script: &[(&str, R)],
@@ -215,19 +239,7 @@ async fn run_with(
         .unwrap_or_else(|| panic!("{yaml}\n{:#?}", checked.diagnostics));
     let sink = Arc::new(Recorder::default());
     let script = Script::new(script);
-    let engine = Engine::new(
-        Arc::new(rb.clone()),
-        Arc::new(plan.clone()),
-        serde_json::Map::new(),
-        serde_json::Map::new(),
-        Vec::new(),
-        serde_json::Map::new(),
-        options,
-        sink.clone(),
-        Arc::new(Answers(Mutex::new(answers.iter().copied().collect()))),
-    )
-    .unwrap()
-    .with_backend(script.clone());
+    let engine = engine(rb, plan, options, &sink, answers, &script);
     control(engine.control());
     let report = engine.run().await;
     let events = sink.0.lock().unwrap().clone();
@@ -706,20 +718,7 @@ async fn resume_after(
     let replay = runbook_exec::resume::replay(rb, plan, &records(&before.events)).unwrap();
     let sink = Arc::new(Recorder::default());
     let script = Script::new(then);
-    let engine = Engine::new(
-        Arc::new(rb.clone()),
-        Arc::new(plan.clone()),
-        serde_json::Map::new(),
-        serde_json::Map::new(),
-        Vec::new(),
-        serde_json::Map::new(),
-        yes(),
-        sink.clone(),
-        Arc::new(Answers(Mutex::new(VecDeque::new()))),
-    )
-    .unwrap()
-    .with_backend(script.clone())
-    .resuming(
+    let engine = engine(rb, plan, yes(), &sink, &[], &script).resuming(
         replay.restored.clone(),
         Event::Resumed {
             by: "test".into(),

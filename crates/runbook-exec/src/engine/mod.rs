@@ -449,17 +449,13 @@ impl Engine {
                         }
                         stopping.get_or_insert(stop);
                     }
-                    let failed = outcome.status == Status::Failed;
-                    let st = &mut states[i];
-                    st.status = outcome.status;
-                    st.route = outcome.route;
-                    st.hypothetical = outcome.hypothetical;
-                    st.result = outcome.result;
-                    st.duration = outcome.duration;
-                    st.attempts = outcome.attempts;
-                    st.message = outcome.message;
-                    st.title = Some(outcome.title);
-                    if outcome.status == Status::Declined {
+                    let status = outcome.state.status;
+                    let failed = status == Status::Failed;
+                    states[i] = State {
+                        generation: states[i].generation,
+                        ..outcome.state
+                    };
+                    if status == Status::Declined {
                         stopping.get_or_insert(RunStatus::Aborted);
                     }
                     if failed && stopping.is_none() {

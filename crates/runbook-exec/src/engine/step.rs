@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::schedule::Route;
+use super::schedule::{Route, State};
 use super::{Question, Shared, StepValues, millis};
 use crate::action::{ActionResult, Io, Piece};
 use crate::event::{
@@ -26,18 +26,12 @@ const STDERR_TAIL: usize = 4096;
 
 pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// What a step task reports back.
+/// What a step task reports back: the step's new state, and whether the run stops.
 #[derive(Debug)]
 pub(super) struct Outcome {
-    pub(super) status: Status,
-    pub(super) route: Route,
-    pub(super) hypothetical: bool,
-    pub(super) result: Option<StepValues>,
-    pub(super) duration: Duration,
-    pub(super) attempts: u32,
-    pub(super) message: Option<String>,
-    pub(super) title: String,
-    /// The operator chose abort, or the run was interrupted while asking.
+    pub(super) state: State,
+    /// The operator chose abort, the run was interrupted while asking, or the runbook
+    /// has an error.
     pub(super) stop: Option<RunStatus>,
 }
 
@@ -94,14 +88,17 @@ impl Task<'_> {
             stderr_tail,
         });
         Outcome {
-            status: end.status,
-            route: end.route,
-            hypothetical: end.hypothetical,
-            result: end.result,
-            duration,
-            attempts: end.attempts,
-            message,
-            title: self.title.clone(),
+            state: State {
+                status: end.status,
+                route: end.route,
+                hypothetical: end.hypothetical,
+                result: end.result,
+                duration,
+                attempts: end.attempts,
+                message,
+                title: Some(self.title.clone()),
+                generation: 0,
+            },
             stop: None,
         }
     }
