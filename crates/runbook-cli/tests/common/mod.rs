@@ -51,16 +51,20 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
-/// The moto endpoint, started on first use for this test binary. A watchdog shell stops
-/// moto when the test process ends, however it ends.
+/// The moto endpoint, started on first use for this test binary. moto binds a port of its
+/// own choosing (`-p 0`) and says which in its log, so no other process can take it in
+/// between. A watchdog shell stops moto when the test process ends, however it ends.
 pub fn moto() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
+    static LOG: OnceLock<tempfile::TempDir> = OnceLock::new();
     URL.get_or_init(|| {
-        let port = free_port();
+        let dir = LOG.get_or_init(|| tempfile::tempdir().unwrap());
+        let log = dir.path().join("moto.log");
         let script = format!(
-            "{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+            "{} -H 127.0.0.1 -p 0 >{} 2>&1 & m=$!; \
              while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill $m",
             venv("moto_server").display(),
+            log.display(),
             std::process::id()
         );
         // Deliberately not waited for: it lives as long as this process.
@@ -70,6 +74,20 @@ pub fn moto() -> &'static str {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
+        let until = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(port) = text
+                .split("Running on http://127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse::<u16>().ok())
+            {
+                break port;
+            }
+            assert!(Instant::now() < until, "moto_server did not start: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
         wait_for_port(port, "moto_server");
         format!("http://127.0.0.1:{port}")
     })
@@ -158,8 +176,8 @@ impl Postgres {
                 .success();
             assert!(ok, "chown postgres of the cluster directory");
         }
-        let pg = Postgres {
-            port: free_port(),
+        let mut pg = Postgres {
+            port: 0,
             dir,
             bin,
             as_postgres,
@@ -176,30 +194,45 @@ impl Postgres {
                 data.to_str().unwrap(),
             ],
         );
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=50",
-            pg.port,
-            pg.dir.path().display()
-        );
+        // A free port can be taken by another process before the server binds it: then
+        // pg_ctl fails and another port is tried.
         let log = pg.dir.path().join("log");
-        pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "start",
-            ],
-        );
+        for attempt in 1..=5 {
+            pg.port = free_port();
+            let opts = format!(
+                "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=50",
+                pg.port,
+                pg.dir.path().display()
+            );
+            let started = pg.try_run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-o",
+                    &opts,
+                    "-l",
+                    log.to_str().unwrap(),
+                    "-w",
+                    "start",
+                ],
+            );
+            match started {
+                Ok(()) => break,
+                Err(e) => assert!(attempt < 5, "{e}"),
+            }
+        }
         wait_for_port(pg.port, "PostgreSQL");
         pg
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
+        if let Err(e) = self.try_run(tool, args) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
         let exe = self.bin.join(tool);
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
@@ -213,12 +246,15 @@ impl Postgres {
             .current_dir(self.dir.path())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{tool} {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// Run SQL with psql; its output.
