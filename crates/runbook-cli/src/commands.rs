@@ -20,7 +20,7 @@ use runbook_exec::params::value_text;
 use crate::diagnostics::{self, counts};
 use crate::library::{self, Loaded};
 use crate::table::{self, plural};
-use crate::{Cli, Exit, GraphFormat, OutputFormat, ShowFormat};
+use crate::{Cli, Exit, GraphFormat, OutputFormat, ShowFormat, ValidateFormat};
 
 pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     let mut out = anstream::stdout().lock();
@@ -76,7 +76,7 @@ pub(crate) fn validate(
     cli: &Cli,
     paths: &[PathBuf],
     deny_warnings: bool,
-    format: OutputFormat,
+    format: ValidateFormat,
 ) -> anyhow::Result<Exit> {
     let mut files = Vec::new();
     if paths.is_empty() {
@@ -100,18 +100,23 @@ pub(crate) fn validate(
     for path in &files {
         let loaded = Loaded::read(path)?;
         let (e, w) = match format {
-            OutputFormat::Human => diagnostics::report(&loaded, deny_warnings),
-            OutputFormat::Json => {
+            ValidateFormat::Human => diagnostics::report(&loaded, deny_warnings),
+            ValidateFormat::Json | ValidateFormat::Github => {
                 let mut counts = (0, 0);
                 for d in &loaded.checked.diagnostics {
-                    let mut v = diagnostics::to_json(&loaded, d);
-                    if deny_warnings {
-                        v["severity"] = "error".into();
-                    }
-                    if d.is_error() || deny_warnings {
+                    let error = d.is_error() || deny_warnings;
+                    if error {
                         counts.0 += 1;
                     } else {
                         counts.1 += 1;
+                    }
+                    if format == ValidateFormat::Github {
+                        json_lines.push_str(&diagnostics::to_github(&loaded, d, error));
+                        continue;
+                    }
+                    let mut v = diagnostics::to_json(&loaded, d);
+                    if deny_warnings {
+                        v["severity"] = "error".into();
                     }
                     json_lines.push_str(&v.to_string());
                     json_lines.push('\n');
@@ -125,7 +130,7 @@ pub(crate) fn validate(
         errors += e;
         warnings += w;
     }
-    if format == OutputFormat::Json {
+    if format != ValidateFormat::Human {
         emit(&json_lines)?;
     }
     let summary = format!(

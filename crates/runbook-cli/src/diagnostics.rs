@@ -144,6 +144,32 @@ pub fn to_json(loaded: &Loaded, diag: &Diagnostic) -> serde_json::Value {
     })
 }
 
+/// A diagnostic as a GitHub Actions workflow command, one line: the runner turns it into
+/// an annotation at `file:line:col` on the pull request.
+pub fn to_github(loaded: &Loaded, diag: &Diagnostic, error: bool) -> String {
+    // The workflow-command escapes: `%`, CR and LF in the message; also `:` and `,` in
+    // property values.
+    let data = |s: &str| {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let property = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
+    let mut message = diag.message.clone();
+    if let Some(help) = &diag.help {
+        message.push_str(&format!("\nhelp: {help}"));
+    }
+    format!(
+        "::{} file={},line={},col={},title={}::{}\n",
+        if error { "error" } else { "warning" },
+        property(&loaded.path.display().to_string()),
+        diag.span.line,
+        diag.span.column,
+        property(&format!("{} {}", diag.code.as_str(), diag.code.summary())),
+        data(&message)
+    )
+}
+
 /// Print every diagnostic of a file to stderr; returns (errors, warnings).
 pub fn report(loaded: &Loaded, deny_warnings: bool) -> (usize, usize) {
     let color = stderr_color();

@@ -72,6 +72,18 @@ pub enum OutputFormat {
     Json,
 }
 
+/// How `validate` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValidateFormat {
+    /// For a terminal: the source line and a caret, on stderr.
+    Human,
+    /// One JSON object per diagnostic, on stdout.
+    Json,
+    /// GitHub Actions workflow commands (`::error file=…,line=…,col=…::…`), on stdout: each
+    /// diagnostic becomes an annotation on the pull request's diff.
+    Github,
+}
+
 /// Graph formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
@@ -100,9 +112,9 @@ pub enum Command {
         /// Treat warnings as errors
         #[arg(long)]
         deny_warnings: bool,
-        /// Output format (json: one diagnostic per line)
-        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
-        format: OutputFormat,
+        /// Output format (json: one diagnostic per line; github: workflow annotations)
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Human)]
+        format: ValidateFormat,
     },
     /// Print the static plan: order, kinds, rendered commands, branches (nothing runs)
     Plan {

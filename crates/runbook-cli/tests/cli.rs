@@ -288,6 +288,19 @@ fn show_and_graph_titles_cells_and_edges() {
     assert_cmd_snapshot!(runbook(&["graph", file, "--format", "dot"]));
 }
 
+/// `--format github`: one workflow command per diagnostic, errors and warnings, with the
+/// runner's escapes, so each becomes an annotation on the pull request.
+#[test]
+fn validate_emits_github_annotations() {
+    assert_cmd_snapshot!(runbook(&[
+        "validate",
+        "--format",
+        "github",
+        "tests/fixtures/invalid/cel-syntax.yaml",
+        "tests/fixtures/invalid/mutating-check.yaml",
+    ]));
+}
+
 #[test]
 fn graph_mermaid_and_dot() {
     assert_cmd_snapshot!(runbook(&[
