@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::bail;
-use runbook_exec::event::{Answer, Event, Sink, Status};
+use runbook_exec::event::{Answer, Event, RunStatus, Sink, Status};
 use runbook_exec::journal::{self, JournalError, Read, Record, Store};
 
 use crate::{Cli, Exit, table};
@@ -315,8 +315,39 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
     let mut changes = 0;
     let mut not_made = Vec::new();
     let mut answers: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    // Acts started and not finished: at a stop (a later `resumed`, or the end of the
+    // journal) their outcome is unknown, and they may have been partly applied.
+    let mut open: Vec<(&str, &str)> = Vec::new();
+    let unknown = |open: &mut Vec<(&str, &str)>,
+                   answers: &std::collections::HashMap<&str, String>,
+                   md: &mut String| {
+        for (step, ts) in open.drain(..) {
+            md.push_str(&format!(
+                "- {} **{step}** {} — OUTCOME UNKNOWN: was running when the run stopped; it may have been partly applied{}\n",
+                time_of(ts),
+                titles.get(step).map_or("", String::as_str),
+                answers
+                    .get(step)
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default()
+            ));
+            for l in actions.get(step).cloned().unwrap_or_default() {
+                md.push_str(&format!("  `{}`\n", l.replace('`', "'")));
+            }
+        }
+    };
     for r in records {
         match &r.event {
+            Event::StepStarted { step, .. }
+                if kinds.get(step).is_some_and(|k| k == "act")
+                    && !open.iter().any(|(s, _)| s == step) =>
+            {
+                open.push((step, &r.ts));
+            }
+            Event::Resumed { .. } => {
+                changes += open.len();
+                unknown(&mut open, &answers, &mut md);
+            }
             Event::Answered { step, answer, by } => {
                 let what = format!(
                     "{} by {}",
@@ -343,6 +374,7 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
                 killed,
                 ..
             } if kinds.get(step).is_some_and(|k| k == "act") => {
+                open.retain(|(s, _)| s != step);
                 if !ran.contains(step.as_str()) {
                     let why = match status {
                         Status::NotExecuted => "not executed (dry run)".to_string(),
@@ -384,6 +416,8 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
             _ => {}
         }
     }
+    changes += open.len();
+    unknown(&mut open, &answers, &mut md);
     if changes == 0 {
         md.push_str("Nothing was changed.\n");
     }
@@ -501,16 +535,33 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
                 ),
             ),
             Event::Signal { signal, action } => row("", format!("{signal}: {action}")),
-            Event::Resumed { by, .. } => row("", format!("resumed by {by}")),
+            Event::Resumed { by, inflight, .. } => row(
+                "",
+                if inflight.is_empty() {
+                    format!("resumed by {by}")
+                } else {
+                    format!("resumed by {by} ({})", inflight.join("; "))
+                },
+            ),
             Event::RunFinished {
                 status, exit_code, ..
-            } => row("", format!("run {} (exit {exit_code})", status.as_str())),
+            } => row(
+                "",
+                match status {
+                    RunStatus::RunbookError => {
+                        format!("run stopped by a runbook error (exit {exit_code})")
+                    }
+                    other => format!("run {} (exit {exit_code})", other.as_str()),
+                },
+            ),
         };
         md.push_str(&line);
     }
     if output_lines > 0 {
         md.push_str(&format!(
-            "\n{output_lines} lines of command output are in the journal (`runbook audit show {} --format json`).\n",
+            "\n{} of command output {} in the journal (`runbook audit show {} --format json`).\n",
+            crate::table::plural(output_lines, "line"),
+            if output_lines == 1 { "is" } else { "are" },
             journal::run_id_of(path)
         ));
     }

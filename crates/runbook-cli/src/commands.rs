@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use runbook_core::model::{
-    Action, CaptureSource, CaptureType, OnFail, OnFailSimple, ParamType, Runbook, StepKind,
+    Action, CaptureSource, OnFail, OnFailSimple, ParamType, Runbook, StepKind,
 };
 use runbook_core::plan::{Edge, Plan};
 use runbook_core::render::{RenderedAction, RenderedStep, render_step};
@@ -255,17 +255,15 @@ fn plan_data(rb: &Runbook, params: &PlanParams) -> Value {
     })
 }
 
-fn capture_text(source: &CaptureSource) -> String {
-    match source {
-        CaptureSource::Stdout(t) => {
-            let name = CaptureType::ALL
-                .iter()
-                .find(|(_, x)| x == t)
-                .map_or("text", |(n, _)| n);
-            format!("stdout as {name}")
-        }
+fn capture_text(capture: &runbook_core::model::Capture) -> String {
+    let text = match &capture.source {
+        CaptureSource::Stdout(t) => format!("stdout as {}", t.as_str()),
         CaptureSource::Json(e) => format!("json {}", e.value),
         CaptureSource::Regex(r) => format!("regex {}", r.value),
+    };
+    match capture.convert {
+        Some(t) => format!("{text} as {}", t.as_str()),
+        None => text,
     }
 }
 
@@ -379,7 +377,7 @@ pub(crate) fn plan(
                 let secret = if cap.secret { " (secret)" } else { "" };
                 out.push_str(&format!(
                     "{pad}capture {cname} ← {}{secret}\n",
-                    capture_text(&cap.source)
+                    capture_text(cap)
                 ));
             }
             if let Some(e) = &step.expect {
@@ -448,7 +446,7 @@ pub(crate) fn plan(
                 "title": r.title,
                 "after": plan.incoming(i).map(|(s, _)| rb.steps[s].id.value.clone()).collect::<Vec<_>>(),
                 "action": r.action,
-                "captures": step.capture.iter().map(|(k, c)| (k.clone(), json!({"source": capture_text(&c.source), "secret": c.secret}))).collect::<serde_json::Map<_, _>>(),
+                "captures": step.capture.iter().map(|(k, c)| (k.clone(), json!({"source": capture_text(c), "secret": c.secret}))).collect::<serde_json::Map<_, _>>(),
                 "expect": step.expect.as_ref().map(|e| e.value.clone()),
                 "confirm": r.confirm,
                 "on_fail": step.on_fail.as_ref().map(|f| on_fail_text(f)),

@@ -176,7 +176,7 @@ pub struct ResumeArgs {
     #[arg(value_name = "RUN")]
     pub run_id: String,
     /// Run acts that were in flight when the run stopped again, without asking
-    #[arg(long)]
+    #[arg(long, conflicts_with = "inflight_done")]
     pub rerun_inflight_acts: bool,
     /// An act that was in flight is known to have been applied: count it as done (repeatable)
     #[arg(long, value_name = "STEP")]
@@ -270,6 +270,33 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
             bail!("{message}")
         }
     };
+    // A step named in --inflight-done must be an act whose outcome is unknown: anything
+    // else is a typo that would otherwise pass without a word.
+    let unknown: Vec<&str> = resumed
+        .replay
+        .inflight
+        .iter()
+        .map(|i| i.step.as_str())
+        .filter(|id| {
+            plan.index(id)
+                .is_some_and(|i| rb.steps[i].kind.value == runbook_core::model::StepKind::Act)
+        })
+        .collect();
+    if let Some(bad) = args
+        .inflight_done
+        .iter()
+        .find(|d| !unknown.contains(&d.as_str()))
+    {
+        bail!(
+            "--inflight-done {bad}: `{bad}` is not an act whose outcome is unknown in {} ({})",
+            resumed.replay.run_id,
+            if unknown.is_empty() {
+                "there is none".to_string()
+            } else {
+                format!("those are: {}", unknown.join(", "))
+            }
+        );
+    }
     if let Some((added, removed)) = &resumed.changed {
         crate::diagnostics::warning(&format!(
             "{} changed since the run started: {}",

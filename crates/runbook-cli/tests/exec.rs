@@ -1246,6 +1246,37 @@ mod resume {
             "{stderr}"
         );
         assert!(stderr.contains("--inflight-done a3"), "{stderr}");
+        // The audit lists it as a change whose outcome is unknown.
+        let md = text(&with_state(
+            state.path(),
+            &["audit", "show", "last", "--format", "markdown"],
+        ))
+        .0;
+        assert!(
+            md.contains("**a3** Act 3 — OUTCOME UNKNOWN: was running when the run stopped"),
+            "{md}"
+        );
+        // A step that is not such an act is a typo, not silently ignored.
+        let out = with_state(
+            state.path(),
+            &[
+                "resume",
+                "last",
+                "--yes",
+                "--inflight-done",
+                "a3",
+                "--inflight-done",
+                "a1",
+            ],
+        );
+        assert_eq!(code(&out), 2);
+        assert!(
+            text(&out)
+                .1
+                .contains("--inflight-done a1: `a1` is not an act whose outcome is unknown"),
+            "{:?}",
+            text(&out)
+        );
         // Asked and answered: counted as done, so it does not run a second time.
         let out = with_state(
             state.path(),

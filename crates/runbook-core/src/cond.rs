@@ -43,7 +43,7 @@ pub fn parse(expr: &str) -> Result<Analysis, SyntaxError> {
                 position: first.map_or((1, 1), |e| {
                     (
                         usize::try_from(e.pos.0).unwrap_or(1).max(1),
-                        usize::try_from(e.pos.1).unwrap_or(0) + 1,
+                        usize::try_from(e.pos.1).unwrap_or(1).max(1),
                     )
                 }),
             }
@@ -154,9 +154,23 @@ impl Checker<'_> {
         if lo == usize::MAX {
             return (0, self.expr.len());
         }
-        // Byte offsets, cut to character boundaries.
+        // Byte offsets, cut to character boundaries. A field (`.threshold`) has no node
+        // of its own: the range goes on over the identifier that ends it.
         let start = crate::text::floor_boundary(self.expr, lo);
-        let stop = crate::text::floor_boundary(self.expr, hi + 1).max(start);
+        let mut stop = crate::text::floor_boundary(self.expr, hi + 1).max(start);
+        let rest = &self.expr[stop..];
+        stop += rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        // A prefix operator (`!x`, `-x`) sits before its operand.
+        if let Expr::Call(c) = &e.expr {
+            if matches!(c.func_name.as_str(), "!_" | "-_") {
+                let before = self.expr[..start].trim_end();
+                if before.ends_with(['!', '-']) {
+                    return (before.len() - 1, stop);
+                }
+            }
+        }
         (start, stop)
     }
 
@@ -247,11 +261,23 @@ impl Checker<'_> {
                         && (a.numeric()
                             || (f == "_+_" && matches!(a, Ty::String | Ty::List | Ty::Bytes))));
                 if !ok {
-                    let (message, help) = mismatch(f, *a, *b, &self.text(e));
+                    let (message, help) = mismatch(f, *a, *b, &self.text(e), literal(&call.args));
                     self.report(e, message, help);
                     return Ty::Dyn;
                 }
-                if known(*a) { *a } else { *b }
+                if known(*a) && known(*b) { *a } else { Ty::Dyn }
+            }
+            ("-_", [a]) => {
+                if known(*a) && !a.numeric() {
+                    let text = self.text(e);
+                    self.report(
+                        e,
+                        format!("`{text}` negates {} {}", article(*a), a.as_str()),
+                        "negate a number: convert with int(...) or double(...)".into(),
+                    );
+                    return Ty::Dyn;
+                }
+                *a
             }
             ("_<_" | "_<=_" | "_>_" | "_>=_", [a, b]) => {
                 let ok = !known(*a)
@@ -259,7 +285,7 @@ impl Checker<'_> {
                     || (a.numeric() && b.numeric())
                     || (a == b && matches!(a, Ty::String | Ty::Bool | Ty::Bytes));
                 if !ok {
-                    let (message, help) = mismatch(f, *a, *b, &self.text(e));
+                    let (message, help) = mismatch(f, *a, *b, &self.text(e), literal(&call.args));
                     self.report(e, message, help);
                 }
                 Ty::Bool
@@ -272,7 +298,7 @@ impl Checker<'_> {
                     || *a == Ty::Null
                     || *b == Ty::Null;
                 if !ok {
-                    let (message, help) = mismatch(f, *a, *b, &self.text(e));
+                    let (message, help) = mismatch(f, *a, *b, &self.text(e), literal(&call.args));
                     self.report(e, message, help);
                 }
                 Ty::Bool
@@ -283,7 +309,11 @@ impl Checker<'_> {
                         let text = self.text(x);
                         self.report(
                             x,
-                            format!("`{text}` is {}, not true or false", t.as_str()),
+                            format!(
+                                "`{text}` is {} {}, not true or false",
+                                article(*t),
+                                t.as_str()
+                            ),
                             "compare it, e.g. `x != \"\"` or `x > 0`".into(),
                         );
                     }
@@ -310,7 +340,11 @@ impl Checker<'_> {
                         let text = self.text(x);
                         self.report(
                             x,
-                            format!("`{text}` is {}, and `{f}` needs a string", t.as_str()),
+                            format!(
+                                "`{text}` is {} {}, and `{f}` needs a string",
+                                article(t),
+                                t.as_str()
+                            ),
                             format!("convert with string({text})"),
                         );
                     }
@@ -322,39 +356,61 @@ impl Checker<'_> {
     }
 }
 
-/// Message and help for an operator applied to values of different types.
-fn mismatch(op: &str, a: Ty, b: Ty, text: &str) -> (String, String) {
+/// Message and help for an operator applied to values of different types. `literal`:
+/// which operands are written as literals (their type is what the author typed).
+fn mismatch(op: &str, a: Ty, b: Ty, text: &str, literal: [bool; 2]) -> (String, String) {
+    let (an, bn) = (
+        format!("{} {}", article(a), a.as_str()),
+        format!("{} {}", article(b), b.as_str()),
+    );
     let what = match op {
-        "_==_" => format!(
-            "compares {} with {}: it is never true",
-            a.as_str(),
-            b.as_str()
-        ),
-        "_!=_" => format!(
-            "compares {} with {}: it is always true",
-            a.as_str(),
-            b.as_str()
-        ),
+        "_==_" => format!("compares {an} with {bn}: it is never true"),
+        "_!=_" => format!("compares {an} with {bn}: it is always true"),
         _ => format!(
             "has no matching overload for '{op}' applied to ({}, {})",
             a.as_str(),
             b.as_str()
         ),
     };
-    let help = if a == Ty::String && b.numeric() {
-        "convert the text with int(...) or double(...), or capture the value as a number \
-         (`stdout: int`, or `as: int` on a regex)"
-            .to_string()
-    } else if a.numeric() && b == Ty::String {
-        "compare with a number (`80`, not `\"80\"`), or convert with string(...)".to_string()
-    } else {
-        format!(
-            "make both sides the same type (a {} and a {} here)",
-            a.as_str(),
-            b.as_str()
-        )
+    let text_side = match (a, b) {
+        (Ty::String, t) if t.numeric() => Some((0, t)),
+        (t, Ty::String) if t.numeric() => Some((1, t)),
+        _ => None,
+    };
+    let help = match text_side {
+        // `params.threshold != "80"`: the quotes are the mistake.
+        Some((side, _)) if literal[side] => {
+            "write the number without quotes (`80`, not `\"80\"`)".to_string()
+        }
+        Some((_, t)) => format!(
+            "convert the text with {}(...); a capture can be typed instead (`stdout: int`, or \
+             `as: int` on a regex or json capture)",
+            if t == Ty::Double { "double" } else { "int" }
+        ),
+        None if a.numeric() && b.numeric() => {
+            "CEL does not mix int and double in arithmetic: convert one side with double(...) or int(...)"
+                .to_string()
+        }
+        None => format!("make both sides the same type ({} and {} here)", a.as_str(), b.as_str()),
     };
     (format!("`{text}` {what}"), help)
+}
+
+fn article(t: Ty) -> &'static str {
+    if matches!(t, Ty::Int | Ty::UInt) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// Whether each of a binary operator's operands is a literal.
+fn literal(args: &[IdedExpr]) -> [bool; 2] {
+    let lit = |i: usize| {
+        args.get(i)
+            .is_some_and(|a| matches!(a.expr, Expr::Literal(_)))
+    };
+    [lit(0), lit(1)]
 }
 
 /// Every node id under `e`, `e` included.

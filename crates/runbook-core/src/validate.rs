@@ -541,7 +541,7 @@ impl<'a> Validator<'a> {
             };
             let s = &self.rb.steps[step];
             let root = name[0].as_str();
-            if root == "params" || root == "steps" {
+            if matches!(root, "params" | "steps" | "run" | "env") {
                 self.name_ref(name, &at, Some(step), plan, is_expect);
                 continue;
             }
@@ -895,8 +895,8 @@ fn value_type(step: &Step, field: &str) -> cond::Ty {
     match field {
         "stdout" | "stderr" => cond::Ty::String,
         "duration_ms" | "attempt" => cond::Ty::Int,
-        // Null when there is none (no command, no HTTP response).
-        "exit_code" | "status" => cond::Ty::Dyn,
+        // Null when there is none (no command, no HTTP response); null compares with any.
+        "exit_code" | "status" => cond::Ty::Int,
         _ => cond::Ty::Dyn,
     }
 }
