@@ -496,6 +496,19 @@ impl Sink for Human {
                     self.line("    the runbook file changed since the run started (--force)");
                 }
             }
+            // `exec` prints its summary table instead; `audit show` ends with the outcome.
+            Event::RunFinished {
+                status,
+                exit_code,
+                duration_ms,
+                ..
+            } if self.timestamps => {
+                self.line(&format!(
+                    "{bold}run {} in {} (exit {exit_code}){bold_end}",
+                    status.as_str(),
+                    secs(*duration_ms)
+                ));
+            }
             Event::RunFinished { .. } => {}
         }
     }

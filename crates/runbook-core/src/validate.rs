@@ -464,10 +464,19 @@ impl<'a> Validator<'a> {
                         "template does not parse: a `{{` without its `}}`, or a malformed expression",
                     )
                     .label("template error")
-                    .help(format!(
-                        "templates are handlebars, e.g. `{{{{params.name}}}}` or `{{{{steps.<id>.<capture>}}}}` (parser: {})",
-                        err.message.trim_start_matches("invalid handlebars syntax: ")
-                    )),
+                    .help({
+                        let detail = err.message.trim_start_matches("invalid handlebars syntax: ");
+                        // The parser's grammar rule names (`expected trailing_tilde_...`)
+                        // mean nothing to an author: leave them out.
+                        let jargon = detail.split_whitespace().any(|w| w.contains('_'));
+                        if jargon || detail.is_empty() {
+                            "templates are handlebars, e.g. `{{params.name}}` or `{{steps.<id>.<capture>}}`; every `{{` needs its `}}`".to_string()
+                        } else {
+                            format!(
+                                "templates are handlebars, e.g. `{{{{params.name}}}}` or `{{{{steps.<id>.<capture>}}}}` (parser: {detail})"
+                            )
+                        }
+                    }),
                 );
                 return;
             }
