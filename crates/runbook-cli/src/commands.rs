@@ -519,11 +519,12 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
                 if !p.values.is_empty() {
                     ty = format!(
                         "{ty} ({})",
+                        // Separated by commas: a value may itself contain `|`.
                         p.values
                             .iter()
                             .map(|v| v.value.as_str())
                             .collect::<Vec<_>>()
-                            .join("|")
+                            .join(", ")
                     );
                 }
                 let default = match (&p.default, &p.from) {
