@@ -19,8 +19,20 @@ pub struct Loaded {
 impl Loaded {
     /// Read and check one file.
     pub fn read(path: &Path) -> anyhow::Result<Loaded> {
-        let source = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let source = String::from_utf8(bytes).map_err(|e| {
+            // Say where: the line and column of the first byte that is not UTF-8.
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let text = String::from_utf8_lossy(good);
+            let line = text.matches('\n').count() + 1;
+            let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            anyhow::anyhow!(
+                "{}:{line}:{column}: the file is not UTF-8 text (byte 0x{:02x}); save it as UTF-8",
+                path.display(),
+                e.as_bytes()[good.len()]
+            )
+        })?;
         let stem = path.file_stem().and_then(|s| s.to_str());
         tracing::debug!(path = %path.display(), "checking runbook");
         let checked = runbook_core::check(&source, stem);

@@ -301,6 +301,28 @@ fn validate_emits_github_annotations() {
     ]));
 }
 
+/// A runbook saved in another encoding gets its place, not a bare I/O error.
+#[test]
+fn a_file_that_is_not_utf8_is_reported_with_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sjis.yaml");
+    // "title: " then Shift_JIS bytes for テスト.
+    std::fs::write(
+        &file,
+        b"apiVersion: runbook/v1\ntitle: \x83\x65\x83\x58\x83\x67\n",
+    )
+    .expect("write");
+    let out = runbook(&["validate", &file.display().to_string()])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sjis.yaml:2:8: the file is not UTF-8 text (byte 0x83)"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn graph_mermaid_and_dot() {
     assert_cmd_snapshot!(runbook(&[
