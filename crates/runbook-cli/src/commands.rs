@@ -6,13 +6,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
+use runbook_core::facts::builtins;
 use runbook_core::model::{
     Action, CaptureSource, OnFail, OnFailSimple, ParamType, Runbook, StepKind,
 };
 use runbook_core::plan::{Edge, Plan};
 use runbook_core::render::{RenderedAction, RenderedStep, render_step};
 use runbook_core::template::Renderer;
-use runbook_core::validate::builtins;
 use serde_json::{Value, json};
 
 use runbook_exec::params::value_text;

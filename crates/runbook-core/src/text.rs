@@ -46,16 +46,6 @@ pub fn line_col_offset(text: &str, line: usize, column: usize) -> usize {
     text.len()
 }
 
-/// `s` cut to at most `n` characters, with `…` when something was cut.
-pub fn ellipsize(s: &str, n: usize) -> String {
-    let head = prefix_chars(s, n);
-    if head.len() == s.len() {
-        s.to_string()
-    } else {
-        format!("{head}…")
-    }
-}
-
 /// How many leading bytes of `bytes` to keep so that a cut does not end inside a UTF-8
 /// sequence: an incomplete sequence at the very end is left out (invalid bytes elsewhere
 /// are kept as they are; they are shown as U+FFFD).
@@ -106,8 +96,6 @@ mod tests {
         assert_eq!(prefix_chars(MIXED, 3), "aテ🚀");
         assert_eq!(prefix_chars(MIXED, 4), "aテ🚀e");
         assert_eq!(prefix_chars(MIXED, 99), MIXED);
-        assert_eq!(ellipsize("テストです", 2), "テス…");
-        assert_eq!(ellipsize("テスト", 3), "テスト");
         for i in 0..=MIXED.len() + 1 {
             assert!(MIXED.is_char_boundary(floor_boundary(MIXED, i)));
         }

@@ -169,11 +169,12 @@ pub fn replay(runbook: &Runbook, plan: &Plan, records: &[Record]) -> Result<Repl
             }
             continue;
         };
-        // An act killed mid-way is as unknown as one in flight at a crash.
-        if s.running || (killed.is_some() && step.kind.value == StepKind::Act) {
+        // An act killed mid-way is as unknown as one in flight at a crash. (A step that
+        // started again has no finished record, so it was handled above.)
+        if killed.is_some() && step.kind.value == StepKind::Act {
             inflight.push(Inflight {
                 step: step.id.value.clone(),
-                killed: if s.running { None } else { *killed },
+                killed: *killed,
             });
             continue;
         }

@@ -59,7 +59,7 @@ mod tests {
     fn the_json_form_has_exactly_the_builtins_the_validator_knows() {
         let v = StepValues::default().to_json();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, runbook_core::validate::STEP_BUILTINS);
+        assert_eq!(keys, runbook_core::facts::STEP_BUILTINS);
     }
 
     #[test]
