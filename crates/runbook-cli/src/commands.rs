@@ -81,10 +81,12 @@ pub(crate) fn validate(
     let mut files = Vec::new();
     if paths.is_empty() {
         files = library::all_files(&cli.dirs)?;
+        files.extend(library::all_of(&cli.dirs, library::Kind::Scenarios)?);
     } else {
         for p in paths {
             if p.is_dir() {
                 files.extend(library::files_in(p)?);
+                files.extend(library::files_of(p, library::Kind::Scenarios)?);
             } else if p.is_file() {
                 files.push(p.clone());
             } else {
@@ -97,13 +99,24 @@ pub(crate) fn validate(
     }
     let (mut errors, mut warnings, mut bad_files) = (0, 0, 0);
     let mut json_lines = String::new();
+    let scenario_files = files
+        .iter()
+        .filter(|p| library::is_scenario_file(p))
+        .count();
     for path in &files {
-        let loaded = Loaded::read(path)?;
+        // Scenario files are checked as scenarios (their format, and against their runbook).
+        let (text, diags) = if library::is_scenario_file(path) {
+            crate::scenarios::diagnostics_of(path)?
+        } else {
+            let loaded = Loaded::read(path)?;
+            (loaded.source, loaded.checked.diagnostics)
+        };
+        let file = diagnostics::SourceFile { path, text: &text };
         let (e, w) = match format {
-            ValidateFormat::Human => diagnostics::report(&loaded, deny_warnings),
+            ValidateFormat::Human => diagnostics::report_in(&file, &diags, deny_warnings),
             ValidateFormat::Json | ValidateFormat::Github => {
                 let mut counts = (0, 0);
-                for d in &loaded.checked.diagnostics {
+                for d in &diags {
                     let error = d.is_error() || deny_warnings;
                     if error {
                         counts.0 += 1;
@@ -111,10 +124,10 @@ pub(crate) fn validate(
                         counts.1 += 1;
                     }
                     if format == ValidateFormat::Github {
-                        json_lines.push_str(&diagnostics::to_github(&loaded, d, error));
+                        json_lines.push_str(&diagnostics::to_github(&file, d, error));
                         continue;
                     }
-                    let mut v = diagnostics::to_json(&loaded, d);
+                    let mut v = diagnostics::to_json(&file, d);
                     if deny_warnings {
                         v["severity"] = "error".into();
                     }
@@ -133,11 +146,18 @@ pub(crate) fn validate(
     if format != ValidateFormat::Human {
         emit(&json_lines)?;
     }
-    let summary = format!(
-        "{} checked: {}",
-        plural(files.len(), "runbook"),
-        counts(errors, warnings)
-    );
+    let checked = if scenario_files == files.len() {
+        plural(scenario_files, "scenario file")
+    } else if scenario_files > 0 {
+        format!(
+            "{} and {}",
+            plural(files.len() - scenario_files, "runbook"),
+            plural(scenario_files, "scenario file")
+        )
+    } else {
+        plural(files.len(), "runbook")
+    };
+    let summary = format!("{checked} checked: {}", counts(errors, warnings));
     if errors > 0 {
         diagnostics::error(&format!("{summary}; {} invalid", plural(bad_files, "file")));
         Ok(Exit::Invalid)

@@ -32,9 +32,28 @@ pub fn warning(message: &str) {
     let _ = writeln!(err, "{style}warning{style:#}: {message}");
 }
 
+/// A file's name and text, which is all a diagnostic needs to be shown.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceFile<'a> {
+    /// Where it was read from.
+    pub path: &'a std::path::Path,
+    /// Its text.
+    pub text: &'a str,
+}
+
+impl Loaded {
+    /// The file, for rendering its diagnostics.
+    pub fn file(&self) -> SourceFile<'_> {
+        SourceFile {
+            path: &self.path,
+            text: &self.source,
+        }
+    }
+}
+
 /// Render one diagnostic rustc-style: header, `--> path:line:col`, the source line with
 /// a caret under the span (aligned by display width, so CJK text lines up), then help.
-pub fn render(loaded: &Loaded, diag: &Diagnostic, color: bool) -> String {
+pub fn render(loaded: &SourceFile<'_>, diag: &Diagnostic, color: bool) -> String {
     use anstyle::{AnsiColor, Style};
     let paint = |style: Style, text: &str| {
         if color {
@@ -79,7 +98,7 @@ pub fn render(loaded: &Loaded, diag: &Diagnostic, color: bool) -> String {
             span.column
         ));
         let Some(line_text) = loaded
-            .source
+            .text
             .lines()
             .nth(span.line.saturating_sub(1) as usize)
         else {
@@ -90,7 +109,7 @@ pub fn render(loaded: &Loaded, diag: &Diagnostic, color: bool) -> String {
         let before: String = line_text.chars().take(start_col).collect();
         let rest: String = line_text.chars().skip(start_col).collect();
         let span_text: String = loaded
-            .source
+            .text
             .get(span.offset..span.offset + span.len)
             .map(|t| t.lines().next().unwrap_or(""))
             .filter(|t| rest.starts_with(t))
@@ -129,7 +148,7 @@ pub fn render(loaded: &Loaded, diag: &Diagnostic, color: bool) -> String {
 }
 
 /// One diagnostic as a JSON object.
-pub fn to_json(loaded: &Loaded, diag: &Diagnostic) -> serde_json::Value {
+pub fn to_json(loaded: &SourceFile<'_>, diag: &Diagnostic) -> serde_json::Value {
     serde_json::json!({
         "file": loaded.path.display().to_string(),
         "line": diag.span.line,
@@ -146,7 +165,7 @@ pub fn to_json(loaded: &Loaded, diag: &Diagnostic) -> serde_json::Value {
 
 /// A diagnostic as a GitHub Actions workflow command, one line: the runner turns it into
 /// an annotation at `file:line:col` on the pull request.
-pub fn to_github(loaded: &Loaded, diag: &Diagnostic, error: bool) -> String {
+pub fn to_github(loaded: &SourceFile<'_>, diag: &Diagnostic, error: bool) -> String {
     // The workflow-command escapes: `%`, CR and LF in the message; also `:` and `,` in
     // property values.
     let data = |s: &str| {
@@ -170,12 +189,21 @@ pub fn to_github(loaded: &Loaded, diag: &Diagnostic, error: bool) -> String {
     )
 }
 
-/// Print every diagnostic of a file to stderr; returns (errors, warnings).
+/// Print every diagnostic of a runbook file to stderr; returns (errors, warnings).
 pub fn report(loaded: &Loaded, deny_warnings: bool) -> (usize, usize) {
+    report_in(&loaded.file(), &loaded.checked.diagnostics, deny_warnings)
+}
+
+/// Print `diagnostics` of `file` to stderr; returns (errors, warnings).
+pub fn report_in(
+    file: &SourceFile<'_>,
+    diagnostics: &[Diagnostic],
+    deny_warnings: bool,
+) -> (usize, usize) {
     let color = stderr_color();
     let mut err = std::io::stderr().lock();
     let (mut errors, mut warnings) = (0, 0);
-    for d in &loaded.checked.diagnostics {
+    for d in diagnostics {
         let mut d = d.clone();
         if deny_warnings && d.severity == Severity::Warning {
             d.severity = Severity::Error;
@@ -184,7 +212,7 @@ pub fn report(loaded: &Loaded, deny_warnings: bool) -> (usize, usize) {
             Severity::Error => errors += 1,
             Severity::Warning => warnings += 1,
         }
-        let _ = write!(err, "{}", render(loaded, &d, color));
+        let _ = write!(err, "{}", render(file, &d, color));
     }
     (errors, warnings)
 }

@@ -348,6 +348,7 @@ impl Sink for Human {
                 attempts,
                 reason,
                 retry_in_ms,
+                ..
             } => {
                 self.spin_message(
                     step,

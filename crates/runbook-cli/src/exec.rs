@@ -642,13 +642,18 @@ fn drive(
             "the run was stopped because it could not be recorded: {e}"
         ));
     }
-    Ok(match report.status {
+    Ok(exit_for(report.status))
+}
+
+/// The exit code of a run that ended this way (docs/cli.md).
+pub(crate) fn exit_for(status: RunStatus) -> Exit {
+    match status {
         RunStatus::Succeeded => Exit::Success,
         RunStatus::Failed | RunStatus::Escalated => Exit::Failure,
         RunStatus::Aborted => Exit::Declined,
         RunStatus::RunbookError => Exit::Invalid,
         RunStatus::Interrupted => Exit::Interrupted,
-    })
+    }
 }
 
 fn read_params_file(

@@ -19,20 +19,7 @@ pub struct Loaded {
 impl Loaded {
     /// Read and check one file.
     pub fn read(path: &Path) -> anyhow::Result<Loaded> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let source = String::from_utf8(bytes).map_err(|e| {
-            // Say where: the line and column of the first byte that is not UTF-8.
-            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let text = String::from_utf8_lossy(good);
-            let line = text.matches('\n').count() + 1;
-            let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            anyhow::anyhow!(
-                "{}:{line}:{column}: the file is not UTF-8 text (byte 0x{:02x}); save it as UTF-8",
-                path.display(),
-                e.as_bytes()[good.len()]
-            )
-        })?;
+        let source = read_text(path)?;
         let stem = path.file_stem().and_then(|s| s.to_str());
         tracing::debug!(path = %path.display(), "checking runbook");
         let checked = runbook_core::check(&source, stem);
@@ -59,6 +46,22 @@ impl Loaded {
     }
 }
 
+/// A file's text, or an error that says where its first byte that is not UTF-8 is.
+pub fn read_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let text = String::from_utf8_lossy(good);
+        let line = text.matches('\n').count() + 1;
+        let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        anyhow::anyhow!(
+            "{}:{line}:{column}: the file is not UTF-8 text (byte 0x{:02x}); save it as UTF-8",
+            path.display(),
+            e.as_bytes()[good.len()]
+        )
+    })
+}
+
 /// The directories searched for runbooks, in order.
 pub fn search_path(dirs: &[PathBuf]) -> Vec<PathBuf> {
     if !dirs.is_empty() {
@@ -70,7 +73,14 @@ pub fn search_path(dirs: &[PathBuf]) -> Vec<PathBuf> {
     vec![PathBuf::from("runbooks")]
 }
 
-fn is_runbook_file(path: &Path) -> bool {
+/// Whether `path` names a scenario file (`NAME.test.yaml`): runbook tests, not a runbook.
+pub fn is_scenario_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".test.yaml") || n.ends_with(".test.yml"))
+}
+
+fn is_yaml(path: &Path) -> bool {
     path.is_file()
         && matches!(
             path.extension().and_then(|e| e.to_str()),
@@ -78,29 +88,48 @@ fn is_runbook_file(path: &Path) -> bool {
         )
 }
 
-/// Every runbook file in a directory (not recursive), sorted by name.
-pub fn files_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// Which files of a directory to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Runbooks (`*.yaml`, `*.yml`, scenario files left out).
+    Runbooks,
+    /// Scenario files (`*.test.yaml`).
+    Scenarios,
+}
+
+/// Every file of `kind` in a directory (not recursive), sorted by name.
+pub fn files_of(dir: &Path, kind: Kind) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read directory {}", dir.display()))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_runbook_file(p))
+        .filter(|p| is_yaml(p) && (is_scenario_file(p) == (kind == Kind::Scenarios)))
         .collect();
     files.sort();
     Ok(files)
 }
 
-/// Every runbook file on the search path; missing directories are skipped with a note.
-pub fn all_files(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// Every runbook file in a directory (not recursive), sorted by name.
+pub fn files_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    files_of(dir, Kind::Runbooks)
+}
+
+/// Every file of `kind` on the search path; missing directories are skipped with a note.
+pub fn all_of(dirs: &[PathBuf], kind: Kind) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for dir in search_path(dirs) {
         if dir.is_dir() {
-            files.extend(files_in(&dir)?);
+            files.extend(files_of(&dir, kind)?);
         } else {
             tracing::info!(dir = %dir.display(), "search path entry is not a directory");
         }
     }
     Ok(files)
+}
+
+/// Every runbook file on the search path.
+pub fn all_files(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    all_of(dirs, Kind::Runbooks)
 }
 
 /// Resolve NAME (a runbook name on the search path, or a file path) to a file.

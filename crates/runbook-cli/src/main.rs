@@ -11,6 +11,8 @@ mod exec;
 #[cfg(test)]
 mod fuzz;
 mod library;
+mod replay;
+mod scenarios;
 mod table;
 mod terminal;
 
@@ -136,6 +138,8 @@ pub enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Run scenario tests: the runbook against scripted results, nothing real runs
+    Test(scenarios::TestArgs),
     /// Draw the step graph
     Graph {
         /// Runbook name on the search path, or a file path
@@ -144,8 +148,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
-    /// Print the JSON Schema of the runbook format
-    Schema,
+    /// Print the JSON Schema of the runbook format (or of scenario files)
+    Schema {
+        /// The schema of scenario files (`NAME.test.yaml`) instead
+        #[arg(long)]
+        scenarios: bool,
+    },
     /// Print shell completions
     Completions {
         /// Shell to generate completions for
@@ -188,8 +196,13 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Exec(args) => exec::exec(cli, args),
         Command::Resume(args) => exec::resume(cli, args),
         Command::Audit { command } => audit::audit(cli, command),
-        Command::Schema => {
-            commands::emit(&runbook_core::model::json_schema())?;
+        Command::Test(args) => scenarios::test(cli, args),
+        Command::Schema { scenarios } => {
+            commands::emit(&if *scenarios {
+                runbook_core::scenario::json_schema()
+            } else {
+                runbook_core::model::json_schema()
+            })?;
             Ok(Exit::Success)
         }
         Command::Completions { shell } => {

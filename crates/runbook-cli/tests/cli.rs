@@ -29,6 +29,8 @@ fn yaml_files(dir: &str) -> Vec<PathBuf> {
         .expect("fixture directory")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        // Scenario files (`runbook test`) are not runbooks.
+        .filter(|p| !p.to_string_lossy().ends_with(".test.yaml"))
         .collect();
     files.sort();
     files

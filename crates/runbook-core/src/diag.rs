@@ -120,6 +120,7 @@ codes! {
     UnknownHelper = "RB032", Error, "a template uses a helper that does not exist";
     BadRetryTarget = "RB033", Error, "retry_from names a step that does not come before this one";
     CelType = "RB034", Error, "a condition combines or compares values of different types";
+    UnknownParam = "RB035", Error, "a scenario gives a value for a parameter the runbook does not declare";
 }
 
 impl fmt::Display for Code {

@@ -16,6 +16,7 @@ pub mod facts;
 pub mod model;
 pub mod plan;
 pub mod render;
+pub mod scenario;
 pub mod template;
 pub mod text;
 pub mod validate;

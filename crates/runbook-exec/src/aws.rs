@@ -11,13 +11,13 @@ use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::{
     AutomationExecutionStatus, CloudWatchOutputConfig, CommandInvocationStatus, Target,
 };
-use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use runbook_core::render::SsmCommandCall;
 
 use crate::action::{ActionResult, Io};
 use crate::event::Stream;
+use crate::ssm::{Automation, AutomationStep, Invocation, command_extras, terminal};
 
 /// Where the client's settings come from: flags first, then the runbook, then the
 /// environment (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...).
@@ -188,31 +188,6 @@ where
     text
 }
 
-/// One instance's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Invocation {
-    status: String,
-    response_code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn terminal(status: &str) -> bool {
-    matches!(
-        status,
-        "Success"
-            | "Failed"
-            | "Cancelled"
-            | "TimedOut"
-            | "DeliveryTimedOut"
-            | "ExecutionTimedOut"
-            | "Undeliverable"
-            | "Terminated"
-            | "InvalidPlatform"
-            | "AccessDenied"
-    )
-}
-
 /// Poll interval: 1s, growing to 5s.
 fn next_interval(d: Duration) -> Duration {
     (d * 3 / 2).min(Duration::from_secs(5))
@@ -303,7 +278,7 @@ pub async fn run_command(aws: &Aws, cmd: &SsmCommandCall, io: Io<'_>) -> ActionR
             Err(e) => {
                 return ActionResult {
                     message: Some(e),
-                    extra: extras(&command_id, &results),
+                    extra: command_extras(&command_id, &results),
                     ..ActionResult::default()
                 };
             }
@@ -332,7 +307,7 @@ pub async fn run_command(aws: &Aws, cmd: &SsmCommandCall, io: Io<'_>) -> ActionR
                 message: Some(format!(
                     "the tag targets matched no instance (command {command_id} cancelled)"
                 )),
-                extra: extras(&command_id, &results),
+                extra: command_extras(&command_id, &results),
                 ..ActionResult::default()
             };
         }
@@ -351,85 +326,12 @@ pub async fn run_command(aws: &Aws, cmd: &SsmCommandCall, io: Io<'_>) -> ActionR
                 Err(e) => explain("ssm:CancelCommand", &e),
             };
             stop.message = Some(format!("{}; {note}", stop.message.unwrap_or_default()));
-            stop.extra = extras(&command_id, &results);
+            stop.extra = command_extras(&command_id, &results);
             return stop;
         }
         interval = next_interval(interval);
     }
-    for (id, r) in &results {
-        io.line(
-            Stream::Stderr,
-            &format!("{id}: {} (response code {})", r.status, r.response_code),
-        );
-        for line in r.stdout.lines() {
-            io.line(Stream::Stdout, &format!("{id}: {line}"));
-        }
-    }
-    let failed: Vec<&String> = results
-        .iter()
-        .filter(|(_, r)| r.status != "Success")
-        .map(|(id, _)| id)
-        .collect();
-    let stdout = if results.len() == 1 {
-        results
-            .values()
-            .next()
-            .map(|r| r.stdout.clone())
-            .unwrap_or_default()
-    } else {
-        results
-            .iter()
-            .map(|(id, r)| format!("{id}: {}", r.stdout.trim_end()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let message = (!failed.is_empty()).then(|| {
-        let parts: Vec<String> = failed
-            .iter()
-            .map(|id| format!("{id} {}", results[*id].status))
-            .collect();
-        format!(
-            "{} of {} instances did not succeed: {}",
-            failed.len(),
-            results.len(),
-            parts.join(", ")
-        )
-    });
-    ActionResult {
-        ok: failed.is_empty(),
-        stdout,
-        stderr: results
-            .values()
-            .map(|r| r.stderr.as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        message,
-        extra: extras(&command_id, &results),
-        ..ActionResult::default()
-    }
-}
-
-fn extras(
-    command_id: &str,
-    results: &BTreeMap<String, Invocation>,
-) -> serde_json::Map<String, Value> {
-    let instances: Vec<Value> = results
-        .iter()
-        .map(|(id, r)| {
-            json!({"id": id, "status": r.status, "response_code": r.response_code, "stdout": r.stdout, "stderr": r.stderr})
-        })
-        .collect();
-    let succeeded = results.values().filter(|r| r.status == "Success").count();
-    let failed = results
-        .values()
-        .filter(|r| terminal(&r.status) && r.status != "Success")
-        .count();
-    let mut m = serde_json::Map::new();
-    m.insert("command_id".into(), json!(command_id));
-    m.insert("instances".into(), Value::Array(instances));
-    m.insert("succeeded".into(), json!(succeeded));
-    m.insert("failed".into(), json!(failed));
-    m
+    crate::ssm::command_result(&command_id, &results, &io)
 }
 
 async fn get_invocations(
@@ -585,7 +487,7 @@ pub async fn run_automation(
             Err(e) => {
                 return ActionResult {
                     message: Some(explain("ssm:GetAutomationExecution", &e)),
-                    extra: automation_extras(&id, "", None),
+                    extra: crate::ssm::automation_extras(&automation(&id, None)),
                     ..ActionResult::default()
                 };
             }
@@ -599,48 +501,8 @@ pub async fn run_automation(
             io.line(Stream::Stderr, &format!("status {status}"));
             last = status.clone();
         }
-        if matches!(
-            status.as_str(),
-            "Success"
-                | "Failed"
-                | "TimedOut"
-                | "Cancelled"
-                | "CompletedWithSuccess"
-                | "CompletedWithFailure"
-                | "Rejected"
-                | "Exited"
-        ) {
-            let ok = matches!(status.as_str(), "Success" | "CompletedWithSuccess");
-            let failure = exec
-                .as_ref()
-                .and_then(|e| e.failure_message())
-                .map(str::to_string);
-            if let Some(steps) = exec.as_ref().map(|e| e.step_executions()) {
-                for s in steps {
-                    io.line(
-                        Stream::Stdout,
-                        &format!(
-                            "{}: {}{}",
-                            s.step_name().unwrap_or("?"),
-                            s.step_status().map_or("?", |x| x.as_str()),
-                            s.failure_message()
-                                .map(|m| format!(" ({m})"))
-                                .unwrap_or_default()
-                        ),
-                    );
-                }
-            }
-            return ActionResult {
-                ok,
-                message: (!ok).then(|| {
-                    format!(
-                        "automation {id} ended {status}{}",
-                        failure.map(|f| format!(": {f}")).unwrap_or_default()
-                    )
-                }),
-                extra: automation_extras(&id, &status, exec.as_ref()),
-                ..ActionResult::default()
-            };
+        if crate::ssm::automation_terminal(&status) {
+            return crate::ssm::automation_result(&automation(&id, exec.as_ref()), &status, &io);
         }
         if let Some(mut stop) = pause(interval, &io).await {
             let stopped = aws
@@ -654,33 +516,33 @@ pub async fn run_automation(
                 Err(e) => explain("ssm:StopAutomationExecution", &e),
             };
             stop.message = Some(format!("{}; {note}", stop.message.unwrap_or_default()));
-            stop.extra = automation_extras(&id, &status, exec.as_ref());
+            stop.extra = crate::ssm::automation_extras(&automation(&id, exec.as_ref()));
             return stop;
         }
         interval = next_interval(interval);
     }
 }
 
-fn automation_extras(
-    id: &str,
-    _status: &str,
-    exec: Option<&aws_sdk_ssm::types::AutomationExecution>,
-) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("execution_id".into(), json!(id));
-    let outputs: serde_json::Map<String, Value> = exec
-        .and_then(|e| e.outputs())
-        .map(|o| o.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
-        .unwrap_or_default();
-    m.insert("outputs".into(), Value::Object(outputs));
-    let steps: Vec<Value> = exec
-        .map(|e| {
-            e.step_executions()
-                .iter()
-                .map(|s| json!({"name": s.step_name(), "status": s.step_status().map(|x| x.as_str()), "failure": s.failure_message()}))
-                .collect()
-        })
-        .unwrap_or_default();
-    m.insert("step_statuses".into(), Value::Array(steps));
-    m
+/// The SDK's execution as plain data.
+fn automation(id: &str, exec: Option<&aws_sdk_ssm::types::AutomationExecution>) -> Automation {
+    Automation {
+        id: id.to_string(),
+        outputs: exec
+            .and_then(|e| e.outputs())
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        steps: exec
+            .map(|e| {
+                e.step_executions()
+                    .iter()
+                    .map(|s| AutomationStep {
+                        name: s.step_name().map(str::to_string),
+                        status: s.step_status().map(|x| x.as_str().to_string()),
+                        failure: s.failure_message().map(str::to_string),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        failure: exec.and_then(|e| e.failure_message()).map(str::to_string),
+    }
 }

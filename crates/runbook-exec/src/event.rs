@@ -372,6 +372,12 @@ pub enum Event {
         reason: String,
         /// Wait before the next attempt.
         retry_in_ms: u64,
+        /// Exit code of the attempt's command, for replay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// HTTP status of the attempt's request, for replay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        http_status: Option<u16>,
     },
     /// The operator was asked something.
     Asked {

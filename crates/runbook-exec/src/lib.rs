@@ -23,7 +23,9 @@ pub mod lock;
 pub mod mask;
 pub mod params;
 pub mod resume;
+pub mod scenario;
 pub mod session;
+pub mod ssm;
 
 pub use backend::{Backend, Live};
 pub use engine::{Control, Engine, Operator, Options, Question, Report, Restored, Route};

@@ -6,6 +6,7 @@
 
 mod params;
 mod parts;
+mod scenario;
 
 pub use params::coerce_param;
 

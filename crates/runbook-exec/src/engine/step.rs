@@ -586,6 +586,8 @@ pub(super) async fn attempts(
             attempts: max,
             reason: sh.masker.mask(&message),
             retry_in_ms: millis(interval),
+            exit_code: result.exit_code,
+            http_status: result.status,
         });
         // Waiting for the next attempt is where an interrupt stops a polling step: the
         // first one already (nothing is running), not only the second.
