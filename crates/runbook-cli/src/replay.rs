@@ -79,7 +79,8 @@ pub fn replay(
         &recorded.scenario,
         &source,
     ));
-    let mismatches: Vec<Mismatch> = compare(&recorded.scenario, &actual);
+    let exit_code = actual.status.map(|s| crate::exec::exit_for(s) as i32);
+    let mismatches: Vec<Mismatch> = compare(&recorded.scenario, &actual, exit_code);
     let expected: Vec<String> = recorded
         .scenario
         .expect

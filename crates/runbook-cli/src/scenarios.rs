@@ -298,17 +298,8 @@ fn run_one(
         sc,
         "the scenario",
     ));
-    let mut mismatches = compare(sc, &actual);
     let exit_code = actual.status.map(|s| crate::exec::exit_for(s) as i32);
-    if let (Some(want), Some(got)) = (&sc.expect.exit_code, exit_code) {
-        if want.value != got {
-            mismatches.push(Mismatch {
-                what: "exit_code".into(),
-                expected: want.value.to_string(),
-                actual: got.to_string(),
-            });
-        }
-    }
+    let mismatches = compare(sc, &actual, exit_code);
     Ok(Outcome {
         suite,
         name: sc.name.value.clone(),
@@ -382,10 +373,7 @@ fn print_human(
             o.push_str(&format!("       {p}\n"));
         }
         for m in out.mismatches.iter().filter(|m| m.what != "path") {
-            o.push_str(&format!(
-                "       {}: expected {}, got {}\n",
-                m.what, m.expected, m.actual
-            ));
+            o.push_str(&mismatch_text(m));
         }
         if out.mismatches.iter().any(|m| m.what == "path") {
             let expected = expected_path(suites, out).unwrap_or_default();
@@ -411,6 +399,15 @@ fn print_human(
                 o.push_str(&format!("       {:>2} {mark} {e:<width$}   {a}\n", k + 1));
             }
         }
+        // A failure the problems above already explain is not repeated.
+        for (step, why) in out
+            .actual
+            .failures
+            .iter()
+            .filter(|(_, why)| !out.actual.problems.contains(why))
+        {
+            o.push_str(&format!("       step `{step}` failed: {why}\n"));
+        }
     }
     let failed = outcomes.iter().filter(|o| !o.passed()).count();
     o.push_str(&format!(
@@ -427,7 +424,7 @@ fn print_human(
             String::new()
         }
     ));
-    if let Some(cov) = coverage {
+    if let Some(cov) = coverage.filter(|c| !c.is_empty()) {
         o.push_str("\ncoverage (steps, branch cases, on_fail routes reached)\n");
         let (mut reached, mut total) = (0, 0);
         let width = cov.iter().map(|c| c.runbook.len()).max().unwrap_or(0);
@@ -458,6 +455,27 @@ fn print_human(
     Ok(())
 }
 
+/// One mismatch for people; a multi-line value (a script) as an indented block.
+fn mismatch_text(m: &Mismatch) -> String {
+    if !m.expected.contains('\n') && !m.actual.contains('\n') {
+        return format!(
+            "       {}: expected {}, got {}\n",
+            m.what, m.expected, m.actual
+        );
+    }
+    let block = |t: &str| {
+        t.lines()
+            .map(|l| format!("           {l}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "       {} differs\n         expected:\n{}         got:\n{}",
+        m.what,
+        block(&m.expected),
+        block(&m.actual)
+    )
+}
+
 fn percent(n: usize, of: usize) -> String {
     if of == 0 {
         return "100%".into();
@@ -478,6 +496,7 @@ fn outcome_json(suites: &[Suite], o: &Outcome) -> serde_json::Value {
         "expected_path": expected,
         "parts_at": expected.as_ref().and_then(|e| parts_at(e, &o.actual.path)).map(|i| i + 1),
         "problems": o.actual.problems,
+        "failed_steps": o.actual.failures.iter().map(|(s, m)| json!({"step": s, "message": m})).collect::<Vec<_>>(),
         "mismatches": o.mismatches.iter().map(|m| json!({
             "what": m.what, "expected": m.expected, "actual": m.actual,
         })).collect::<Vec<_>>(),

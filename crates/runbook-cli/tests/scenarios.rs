@@ -166,3 +166,37 @@ fn replay_a_recorded_run() {
     assert_eq!(code, 2);
     assert!(err.contains("the journal does not verify"), "{err}");
 }
+
+/// The library's own scenarios: every one passes, and together they reach every step,
+/// branch case and on_fail route of every runbook.
+#[test]
+fn the_library_scenarios_pass_with_full_coverage() {
+    let (code, out, err) = run(&[
+        "test",
+        "--dir",
+        "runbooks",
+        "--coverage",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["failed"], 0);
+    let coverage = doc["coverage"].as_array().unwrap();
+    let runbooks = std::fs::read_dir(root().join("runbooks"))
+        .unwrap()
+        .filter(|e| {
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            name.ends_with(".yaml") && !name.ends_with(".test.yaml")
+        })
+        .count();
+    assert_eq!(coverage.len(), runbooks, "every runbook has scenarios");
+    for c in coverage {
+        assert_eq!(c["reached"], c["total"], "{c:#}");
+    }
+}

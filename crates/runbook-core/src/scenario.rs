@@ -174,7 +174,8 @@ pub struct ScriptedInvocation {
 #[derive(Debug, Clone, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    /// How the run ends: `succeeded`, `failed`, `escalated`, `aborted`.
+    /// How the run ends: `succeeded`, `failed`, `escalated`, `aborted`, `interrupted`,
+    /// `runbook_error`.
     pub status: Option<Sp<String>>,
     /// The exit code `runbook exec` would end with.
     pub exit_code: Option<Sp<i32>>,
@@ -252,7 +253,7 @@ fn allowed_fields(action: Option<&Action>) -> (&'static str, &'static [&'static 
             &["status", "outputs", "failure", "takes"],
         ),
         Some(Action::Wait(_)) => ("a wait step", &[]),
-        Some(Action::Manual(_)) => ("a manual step", &[]),
+        Some(Action::Manual(_)) => ("a manual step", &["takes"]),
         None => ("a branch", &[]),
     }
 }
@@ -347,10 +348,6 @@ pub fn check_against(file: &ScenarioFile, rb: &Runbook) -> Vec<Diagnostic> {
                             Some(Action::Wait(_)) => {
                                 "a wait step needs no result: it takes its time".to_string()
                             }
-                            Some(Action::Manual(_)) => {
-                                "a manual step needs no result: give its answer under `answers`"
-                                    .to_string()
-                            }
                             _ => "a branch needs no result: its cases read other steps' values"
                                 .to_string(),
                         }
@@ -404,8 +401,27 @@ pub fn check_against(file: &ScenarioFile, rb: &Runbook) -> Vec<Diagnostic> {
         for id in lists.into_iter().flatten().flatten() {
             step(id, &mut out);
         }
-        for (id, _) in e.steps.iter().chain(&e.commands) {
+        for (id, _) in &e.steps {
             step(id, &mut out);
+        }
+        for (id, _) in &e.commands {
+            let Some(s) = step(id, &mut out) else {
+                continue;
+            };
+            if matches!(s.action, None | Some(Action::Wait(_) | Action::Manual(_))) {
+                out.push(
+                    Diagnostic::new(
+                        Code::FieldNotAllowed,
+                        id.span,
+                        format!(
+                            "step `{}` has no command to compare: it is {}",
+                            id.value,
+                            allowed_fields(s.action.as_ref()).0
+                        ),
+                    )
+                    .label("no command"),
+                );
+            }
         }
         for (id, caps) in &e.captures {
             let Some(s) = step(id, &mut out) else {

@@ -165,6 +165,10 @@ fn walk(template: &Template, text: &str, scoped: bool, out: &mut Analysis) {
                     || matches!(h.name, Parameter::Name(_));
                 if is_helper {
                     if let Some(name) = param_name(&h.name) {
+                        // `{{raw x}}` writes its value unescaped just as `{{{raw x}}}` does.
+                        if name == "raw" && !matches!(element, TemplateElement::HtmlExpression(_)) {
+                            out.raw.push(at(Vec::new()));
+                        }
                         out.helpers.push(at(vec![name]));
                     }
                 } else {
@@ -439,6 +443,8 @@ mod tests {
     #[test]
     fn reports_raw_and_syntax() {
         assert_eq!(analyze("{{{raw params.x}}}").unwrap().raw.len(), 1);
+        // The helper writes unescaped output with two braces too.
+        assert_eq!(analyze("{{raw params.x}}").unwrap().raw.len(), 1);
         let err = analyze("echo {{params.x").unwrap_err();
         assert!(err.offset.is_some());
     }

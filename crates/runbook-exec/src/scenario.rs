@@ -40,6 +40,8 @@ pub struct Actual {
     pub escalation: Option<Vec<String>>,
     /// What the script lacked or the run could not do, in order.
     pub problems: Vec<String>,
+    /// Steps that failed, and why (for people reading a failed scenario).
+    pub failures: Vec<(String, String)>,
     /// Every event, for coverage.
     pub events: Vec<Event>,
 }
@@ -50,6 +52,8 @@ struct Script {
     problems: Arc<Mutex<Vec<String>>>,
     /// Whose results these are, for messages: "the scenario", "run 20261120-...".
     source: String,
+    /// Stops the run at the first missing result: what follows would be guesswork.
+    control: crate::engine::Control,
 }
 
 impl Backend for Script {
@@ -71,8 +75,20 @@ impl Backend for Script {
                         },
                     };
                 }
-                // The operator acknowledged it (the engine asked): that is the action.
+                // The operator acknowledged it (the engine asked): that is the action; a
+                // result may say how long the operator took.
                 RenderedAction::Manual { .. } => {
+                    let took = self
+                        .results
+                        .lock()
+                        .ok()
+                        .and_then(|mut r| r.get_mut(step).and_then(VecDeque::pop_front))
+                        .and_then(|r| r.takes);
+                    if let Some(t) = took {
+                        if let Some(stopped) = pass(t.value.value, &io).await {
+                            return stopped;
+                        }
+                    }
                     return ActionResult {
                         ok: true,
                         ..ActionResult::default()
@@ -96,7 +112,16 @@ impl Backend for Script {
                     }
                 );
                 if let Ok(mut p) = self.problems.lock() {
-                    p.push(problem.clone());
+                    if !p.contains(&problem) {
+                        p.push(problem.clone());
+                    }
+                }
+                // No new step starts, and a polling step stops polling. The scheduler
+                // takes the interrupt before this step's end (it is still running for a
+                // tick of the paused clock), so the run always ends `interrupted`.
+                if self.control.level() == 0 {
+                    self.control.interrupt();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 return ActionResult::failed(problem);
             };
@@ -366,6 +391,10 @@ pub async fn run(
         ..Options::default()
     };
     let shown = resolved.shown(&runbook);
+    let operator = Arc::new(Answers {
+        per_step: Mutex::new(answers),
+        problems: Arc::clone(&problems),
+    });
     let engine = match Engine::new(
         Arc::clone(&runbook),
         plan,
@@ -375,10 +404,7 @@ pub async fn run(
         serde_json::Map::new(),
         options,
         Arc::clone(&recorder) as Arc<dyn Sink>,
-        Arc::new(Answers {
-            per_step: Mutex::new(answers),
-            problems: Arc::clone(&problems),
-        }),
+        Arc::clone(&operator) as Arc<dyn Operator>,
     ) {
         Ok(e) => e,
         Err(e) => {
@@ -388,14 +414,36 @@ pub async fn run(
             };
         }
     };
+    let script = Arc::new(Script {
+        results: Mutex::new(results),
+        problems: Arc::clone(&problems),
+        source: source.to_string(),
+        control: engine.control(),
+    });
     let report = engine
-        .with_backend(Arc::new(Script {
-            results: Mutex::new(results),
-            problems: Arc::clone(&problems),
-            source: source.to_string(),
-        }))
+        .with_backend(Arc::clone(&script) as Arc<dyn Backend>)
         .run()
         .await;
+    // What the script gave but the run never used: the run did not go where the author
+    // thought (a result for a step that never ran, more attempts than were made).
+    let mut unused: Vec<String> = Vec::new();
+    if let Ok(left) = script.results.lock() {
+        for (id, _) in &scenario.results {
+            let n = left.get(&id.value).map_or(0, VecDeque::len);
+            if n > 0
+                && !unused
+                    .iter()
+                    .any(|u| u.contains(&format!("`{}`", id.value)))
+            {
+                unused.push(format!(
+                    "{} {} for `{}` never used: the step ran fewer times than scripted",
+                    n,
+                    if n == 1 { "result" } else { "results" },
+                    id.value
+                ));
+            }
+        }
+    }
     let events = recorder.0.lock().map(|e| e.clone()).unwrap_or_default();
     let mut actual = Actual {
         status: Some(report.status),
@@ -404,9 +452,30 @@ pub async fn run(
             .iter()
             .map(|s| (s.id.clone(), s.status))
             .collect(),
+        failures: report
+            .steps
+            .iter()
+            .filter(|s| s.status == Status::Failed)
+            .map(|s| (s.id.clone(), s.message.clone().unwrap_or_default()))
+            .collect(),
         problems: problems.lock().map(|p| p.clone()).unwrap_or_default(),
         ..Actual::default()
     };
+    actual.problems.extend(unused);
+    if let Ok(left) = operator.per_step.lock() {
+        for (id, _) in &scenario.answers {
+            let n = left.get(&id.value).map_or(0, VecDeque::len);
+            let text = format!(
+                "{} {} for `{}` never given: the operator was asked fewer times than scripted",
+                n,
+                if n == 1 { "answer" } else { "answers" },
+                id.value
+            );
+            if n > 0 && !actual.problems.contains(&text) {
+                actual.problems.push(text);
+            }
+        }
+    }
     for e in &events {
         match e {
             Event::StepStarted {
@@ -474,9 +543,31 @@ pub fn step_status_name(status: Status) -> &'static str {
     }
 }
 
-/// Compare a run with its scenario's `expect` (all but `exit_code`, which belongs to the
-/// command line: see [`Mismatch`]).
-pub fn compare(scenario: &Scenario, actual: &Actual) -> Vec<Mismatch> {
+/// Two JSON values are the same to a scenario: numbers by value (`0` is `0.0`, as JMESPath
+/// may give either), everything else exactly.
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// A list as a scenario shows it: `[a, b]`, `[]`.
+fn list_text(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+/// Compare a run with its scenario's `expect`. `exit_code` is the code the command line
+/// gives this run (the exit table is the CLI's), checked when the scenario names one.
+pub fn compare(scenario: &Scenario, actual: &Actual, exit_code: Option<i32>) -> Vec<Mismatch> {
     let e = &scenario.expect;
     let mut out = Vec::new();
     let mut differ = |what: String, expected: String, got: String| {
@@ -491,9 +582,14 @@ pub fn compare(scenario: &Scenario, actual: &Actual) -> Vec<Mismatch> {
     if let (Some(want), Some(got)) = (&e.status, actual.status) {
         differ("status".into(), want.value.clone(), status_name(got).into());
     }
+    if let (Some(want), Some(got)) = (&e.exit_code, exit_code) {
+        differ("exit_code".into(), want.value.to_string(), got.to_string());
+    }
     if let Some(want) = &e.path {
         let want: Vec<&str> = want.value.iter().map(|s| s.value.as_str()).collect();
-        differ("path".into(), want.join(" → "), actual.path.join(" → "));
+        if want != actual.path.iter().map(String::as_str).collect::<Vec<_>>() {
+            differ("path".into(), want.join(" → "), actual.path.join(" → "));
+        }
     }
     let status_of = |id: &str| {
         actual
@@ -542,6 +638,9 @@ pub fn compare(scenario: &Scenario, actual: &Actual) -> Vec<Mismatch> {
                 .captures
                 .get(&id.value)
                 .and_then(|c| c.get(&name.value));
+            if got.is_some_and(|g| same_value(g, want)) {
+                continue;
+            }
             differ(
                 format!("captures.{}.{}", id.value, name.value),
                 want.to_string(),
@@ -550,11 +649,10 @@ pub fn compare(scenario: &Scenario, actual: &Actual) -> Vec<Mismatch> {
         }
     }
     if let Some(want) = &e.escalation {
-        differ(
-            "escalation".into(),
-            want.value.join(", "),
-            actual.escalation.clone().unwrap_or_default().join(", "),
-        );
+        let got = actual.escalation.clone().unwrap_or_default();
+        if want.value != got {
+            differ("escalation".into(), list_text(&want.value), list_text(&got));
+        }
     }
     out
 }
@@ -689,6 +787,10 @@ pub fn recorded(
                      timed_out: bool,
                      notes: &mut Vec<String>| {
         let Some(a) = attempt else { return };
+        // Branches decide, waits take their time: neither has a result to script.
+        if matches!(a.action, None | Some(RenderedAction::Wait { .. })) {
+            return;
+        }
         let mut r = ScriptedResult::default();
         let body = a.stdout;
         match &a.action {

@@ -65,11 +65,22 @@ const STEP_STATUSES: &[&str] = &[
     "pending",
 ];
 
+/// Keys starting with `x-` are the author's own (a place for YAML anchors shared by
+/// scenarios): not part of the format, never reported.
+fn extension_keys(obj: &mut Obj<'_>) {
+    for (i, (k, _)) in obj.entries.iter().enumerate() {
+        if k.name.starts_with("x-") {
+            obj.used[i] = true;
+        }
+    }
+}
+
 impl Converter<'_> {
     /// A whole scenario file.
     pub(crate) fn scenario_file(&mut self, root: &Node) -> Option<ScenarioFile> {
         let what = "the scenario file";
         let mut obj = self.obj(root, what)?;
+        extension_keys(&mut obj);
         let runbook = self.opt_string(&mut obj, "runbook", what);
         let scenarios = match obj.get("scenarios") {
             Some(n) => self
@@ -90,6 +101,7 @@ impl Converter<'_> {
     fn scenario(&mut self, index: usize, node: &Node) -> Option<Scenario> {
         let what = format!("scenario {}", index + 1);
         let mut obj = self.obj(node, &what)?;
+        extension_keys(&mut obj);
         let name = self.req_string(&mut obj, "name", &what);
         let description = self
             .opt_string(&mut obj, "description", &what)

@@ -107,6 +107,11 @@ pub trait Operator: Send + Sync {
 pub struct Control(watch::Sender<u8>);
 
 impl Control {
+    /// The interrupt level so far (0: none).
+    pub fn level(&self) -> u8 {
+        *self.0.borrow()
+    }
+
     /// Raise the interrupt level by one (first Ctrl-C: 1, second: 2) and return it.
     pub fn interrupt(&self) -> u8 {
         let mut level = 0;
