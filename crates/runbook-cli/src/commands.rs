@@ -6,7 +6,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use runbook_core::facts::builtins;
 use runbook_core::model::{
     Action, CaptureSource, OnFail, OnFailSimple, ParamType, Runbook, StepKind,
 };
@@ -241,40 +240,6 @@ fn plan_params(rb: &Runbook, given: &[String]) -> anyhow::Result<PlanParams> {
     Ok(PlanParams { values, notes })
 }
 
-/// The template data for a static plan: params, and placeholders for what runs produce.
-fn plan_data(rb: &Runbook, params: &PlanParams) -> Value {
-    let steps: serde_json::Map<String, Value> = rb
-        .steps
-        .iter()
-        .map(|s| {
-            let fields: serde_json::Map<String, Value> = s
-                .capture
-                .keys()
-                .map(String::as_str)
-                .chain(builtins(s).iter().copied())
-                .map(|f| {
-                    (
-                        f.to_string(),
-                        Value::String(format!("<steps.{}.{f}>", s.id.value)),
-                    )
-                })
-                .collect();
-            (s.id.value.clone(), Value::Object(fields))
-        })
-        .collect();
-    let env: serde_json::Map<String, Value> = rb
-        .env
-        .iter()
-        .map(|e| (e.value.clone(), Value::String(format!("<env.{}>", e.value))))
-        .collect();
-    json!({
-        "params": params.values,
-        "steps": steps,
-        "env": env,
-        "run": { "id": "<run.id>", "operator": "<run.operator>", "mode": "<run.mode>", "started_at": "<run.started_at>", "runbook": rb.name.value },
-    })
-}
-
 fn capture_text(capture: &runbook_core::model::Capture) -> String {
     let text = match &capture.source {
         CaptureSource::Stdout(t) => format!("stdout as {}", t.as_str()),
@@ -341,7 +306,7 @@ pub(crate) fn plan(
     crate::diagnostics::with_valid(cli, name, |_, rb, plan| {
         let params =
             plan_params(rb, given).with_context(|| format!("cannot plan {}", rb.name.value))?;
-        let data = plan_data(rb, &params);
+        let data = runbook_core::render::static_data(rb, &params.values);
         let renderer = Renderer::new();
         let mut steps_json = Vec::new();
         let mut out = String::new();
@@ -800,7 +765,7 @@ fn edge_label(rb: &Runbook, src: usize, edge: Edge) -> Option<String> {
     }
 }
 
-fn mermaid_text(s: &str) -> String {
+pub(crate) fn mermaid_text(s: &str) -> String {
     s.replace('&', "#amp;")
         .replace('"', "#quot;")
         .replace('<', "#lt;")

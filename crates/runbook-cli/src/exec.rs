@@ -259,8 +259,11 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
                     format!("{e}, start a new one with `runbook exec`")
                 }
                 ResumeError::Changed(c) => format!(
-                    "refusing to resume {}: {e}; resume with --force to go on with the file as it is",
-                    c.run_id
+                    "refusing to resume {}: {e}; resume with --force to go on with the file as it is{}",
+                    c.run_id,
+                    crate::diff::since_start(origin, &rb, &plan)
+                        .map(|d| format!("\nwhat changed since the run started:\n{}", d.trim_end()))
+                        .unwrap_or_default()
                 ),
                 ResumeError::InflightAct { step, .. } => format!(
                     "{e}; check the system, then resume with --inflight-done {step} (it was applied) or \
@@ -298,10 +301,13 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         );
     }
     if let Some((added, removed)) = &resumed.changed {
+        let what = match crate::diff::since_start(origin, &rb, &plan) {
+            Some(d) => format!("\n{}", d.trim_end()),
+            None => session::diff_text(added, removed),
+        };
         crate::diagnostics::warning(&format!(
-            "{} changed since the run started: {}",
-            origin.path,
-            session::diff_text(added, removed)
+            "{} changed since the run started: {what}",
+            origin.path
         ));
     }
     let state = resumed.replay;

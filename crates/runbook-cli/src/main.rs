@@ -6,6 +6,7 @@
 mod audit;
 mod commands;
 mod diagnostics;
+mod diff;
 mod display;
 mod exec;
 #[cfg(test)]
@@ -138,6 +139,8 @@ pub enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// What changed between two versions of runbooks: risks first (exit 1 when they differ)
+    Diff(diff::DiffArgs),
     /// Run scenario tests: the runbook against scripted results, nothing real runs
     Test(scenarios::TestArgs),
     /// Draw the step graph
@@ -197,6 +200,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Resume(args) => exec::resume(cli, args),
         Command::Audit { command } => audit::audit(cli, command),
         Command::Test(args) => scenarios::test(cli, args),
+        Command::Diff(args) => diff::diff(cli, args),
         Command::Schema { scenarios } => {
             commands::emit(&if *scenarios {
                 runbook_core::scenario::json_schema()

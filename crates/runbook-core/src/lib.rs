@@ -12,6 +12,7 @@
 pub mod cond;
 pub mod convert;
 pub mod diag;
+pub mod diff;
 pub mod facts;
 pub mod model;
 pub mod plan;

@@ -297,6 +297,45 @@ impl RenderedAction {
     }
 }
 
+/// The template data for a static plan (`plan`, `diff`): the given parameter values, and
+/// placeholders (`<steps.id.name>`, `<env.NAME>`, `<run.id>`) for what only a run knows.
+pub fn static_data(
+    rb: &crate::model::Runbook,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let steps: serde_json::Map<String, Value> = rb
+        .steps
+        .iter()
+        .map(|s| {
+            let fields: serde_json::Map<String, Value> = s
+                .capture
+                .keys()
+                .map(String::as_str)
+                .chain(crate::facts::builtins(s).iter().copied())
+                .map(|f| {
+                    (
+                        f.to_string(),
+                        Value::String(format!("<steps.{}.{f}>", s.id.value)),
+                    )
+                })
+                .collect();
+            (s.id.value.clone(), Value::Object(fields))
+        })
+        .collect();
+    let env: serde_json::Map<String, Value> = rb
+        .env
+        .iter()
+        .map(|e| (e.value.clone(), Value::String(format!("<env.{}>", e.value))))
+        .collect();
+    serde_json::json!({
+        "params": params,
+        "steps": steps,
+        "env": env,
+        "run": { "id": "<run.id>", "operator": "<run.operator>", "mode": "<run.mode>", "started_at": "<run.started_at>", "runbook": rb.name.value },
+    })
+}
+
 /// Render a step's title, confirmation and action against `data`
 /// (`{params, steps, env, run}`).
 pub fn render_step(

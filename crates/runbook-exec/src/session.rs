@@ -250,6 +250,35 @@ pub fn origin(path: &std::path::Path, source: &str) -> Origin {
     }
 }
 
+/// The runbook file as it was when a run started, when git still has it: the content of
+/// `origin.path` at the recorded commit, if the file was clean then and its sha256 is the
+/// one recorded. `None` when that cannot be known.
+pub fn content_at_start(origin: &Origin) -> Option<String> {
+    use sha2::Digest;
+    let commit = origin.git_commit.as_deref()?;
+    if origin.git_dirty != Some(false) {
+        return None;
+    }
+    let path = std::path::Path::new(&origin.path);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let file = path.file_name()?.to_str()?;
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["show", &format!("{commit}:./{file}")])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    (hex::encode(sha2::Sha256::digest(&out.stdout)) == origin.sha256)
+        .then(|| String::from_utf8(out.stdout).ok())
+        .flatten()
+}
+
 /// `20261122-0931-dbconn-7f3a`: sorts by start time (UTC), short enough to type.
 pub fn new_run_id(name: &str) -> String {
     let now = SystemTime::now();
