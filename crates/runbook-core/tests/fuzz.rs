@@ -10,9 +10,45 @@ fn corpus() -> &'static [(String, String)] {
     CORPUS.get_or_init(mutate::corpus)
 }
 
-/// Parse, validate, plan and render every step of a (mutated) runbook.
-fn pipeline(name: &str, text: &str) {
+/// A (mutated) scenario file: its own checks, then against its runbook.
+fn scenario_pipeline(name: &str, text: &str) {
+    let checked = runbook_core::scenario::check(text);
+    let runbook = name
+        .strip_suffix(".test")
+        .and_then(|stem| corpus().iter().find(|(n, _)| n == stem))
+        .map(|(n, t)| runbook_core::check(t, Some(n)));
+    let mut diags = checked.diagnostics.clone();
+    if let (Some(file), Some(rb)) = (
+        &checked.file,
+        runbook.as_ref().and_then(|c| c.runbook.as_ref()),
+    ) {
+        diags.extend(runbook_core::scenario::check_against(file, rb));
+    }
+    for d in &diags {
+        assert!(
+            d.span.offset + d.span.len <= text.len(),
+            "span past the end: {d:?}"
+        );
+        assert!(!d.message.is_empty());
+    }
+}
+
+/// Parse, validate, plan and render every step of a (mutated) runbook; compare it with
+/// the original (`runbook diff`); a scenario file goes through the scenario checks.
+fn pipeline(name: &str, text: &str, original: &str) {
+    if name.ends_with(".test") {
+        scenario_pipeline(name, text);
+        return;
+    }
     check_invariants_named(text, name);
+    let before = runbook_core::check(original, Some(name));
+    let after = runbook_core::check(text, Some(name));
+    if let (Some((o, op)), Some((n, np))) = (before.valid(), after.valid()) {
+        let d = runbook_core::diff::diff(o, op, n, np);
+        if text == original {
+            assert!(d.is_empty(), "a runbook differs from itself: {d:?}");
+        }
+    }
     let checked = runbook_core::check(text, Some(name));
     let Some(rb) = checked.runbook.as_ref() else {
         return;
@@ -112,12 +148,12 @@ proptest! {
     /// flips, truncation, deleted and duplicated lines, deep nesting.
     #[test]
     fn mutated_library_never_panics(file in any::<prop::sample::Index>(), ms in mutate::mutations()) {
-        let (name, text) = file.get(corpus());
-        let mut text = text.clone();
+        let (name, original) = file.get(corpus());
+        let mut text = original.clone();
         for m in &ms {
             text = mutate::apply(&text, m);
         }
-        pipeline(name, &text);
+        pipeline(name, &text, original);
     }
 }
 
@@ -143,7 +179,7 @@ fn multibyte_next_to_errors_never_panics() {
                         line: i,
                         text: format!("\"{bad}\""),
                     };
-                    pipeline(name, &mutate::apply(text, &m));
+                    pipeline(name, &mutate::apply(text, &m), text);
                 }
             }
         }
