@@ -67,35 +67,18 @@ pub fn replay(
         ),
         _ => {}
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .context("cannot start the async runtime")?;
     let source = format!("run {run_id}");
-    let actual = runtime.block_on(runbook_exec::scenario::run(
+    let actual = runbook_exec::scenario::run_paused(
         Arc::new(rb.clone()),
         Arc::new(plan.clone()),
         &recorded.scenario,
         &source,
-    ));
+    )
+    .context("cannot start the async runtime")?;
     let exit_code = actual.status.map(|s| crate::exec::exit_for(s) as i32);
     let mismatches: Vec<Mismatch> = compare(&recorded.scenario, &actual, exit_code);
-    let expected: Vec<String> = recorded
-        .scenario
-        .expect
-        .path
-        .as_ref()
-        .map(|p| p.value.iter().map(|s| s.value.clone()).collect())
-        .unwrap_or_default();
-    let parts = {
-        let common = expected
-            .iter()
-            .zip(&actual.path)
-            .take_while(|(a, b)| a == b)
-            .count();
-        (common < expected.len().max(actual.path.len())).then_some(common)
-    };
+    let expected = recorded.scenario.expect.path_ids().unwrap_or_default();
+    let parts = runbook_exec::scenario::parts_at(&expected, &actual.path);
     let same = mismatches.is_empty() && actual.problems.is_empty();
     let shown_target = display_path(&target);
     match format {

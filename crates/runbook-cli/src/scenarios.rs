@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use runbook_core::model::{OnFail, OnFailSimple, Runbook, StepKind};
 use runbook_core::scenario::{Scenario, ScenarioFile};
-use runbook_exec::scenario::{Actual, Mismatch, Reached, compare};
+use runbook_exec::scenario::{Actual, Mismatch, Reached, compare, parts_at};
 use serde_json::json;
 
 use crate::diagnostics::{self, SourceFile};
@@ -287,17 +287,9 @@ fn run_one(
     plan: &Arc<runbook_core::Plan>,
     sc: &Scenario,
 ) -> anyhow::Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .context("cannot start the async runtime")?;
-    let actual = runtime.block_on(runbook_exec::scenario::run(
-        Arc::clone(rb),
-        Arc::clone(plan),
-        sc,
-        "the scenario",
-    ));
+    let actual =
+        runbook_exec::scenario::run_paused(Arc::clone(rb), Arc::clone(plan), sc, "the scenario")
+            .context("cannot start the async runtime")?;
     let exit_code = actual.status.map(|s| crate::exec::exit_for(s) as i32);
     let mismatches = compare(sc, &actual, exit_code);
     Ok(Outcome {
@@ -309,26 +301,14 @@ fn run_one(
     })
 }
 
-/// Where two paths part: the first index at which they differ.
-fn parts_at(expected: &[String], actual: &[String]) -> Option<usize> {
-    let common = expected
-        .iter()
-        .zip(actual)
-        .take_while(|(a, b)| a == b)
-        .count();
-    (common < expected.len().max(actual.len())).then_some(common)
-}
-
 fn expected_path(suites: &[Suite], o: &Outcome) -> Option<Vec<String>> {
-    let sc = suites[o.suite]
+    suites[o.suite]
         .file
         .scenarios
         .iter()
-        .find(|s| s.name.value == o.name)?;
-    sc.expect
-        .path
-        .as_ref()
-        .map(|p| p.value.iter().map(|s| s.value.clone()).collect())
+        .find(|s| s.name.value == o.name)?
+        .expect
+        .path_ids()
 }
 
 fn print_human(
@@ -594,22 +574,9 @@ fn items(rb: &Runbook, reached: &Reached) -> (usize, usize, Vec<String>) {
         if let Some(r) = route.filter(|r| **r != OnFail::Simple(OnFailSimple::Abort)) {
             item(
                 reached.on_fail.contains(id),
-                format!("{id} on_fail ({})", on_fail_words(r)),
+                format!("{id} on_fail ({})", r.text()),
             );
         }
     }
     (hit, total, missed)
-}
-
-fn on_fail_words(r: &OnFail) -> String {
-    match r {
-        OnFail::Simple(OnFailSimple::Abort) => "abort".into(),
-        OnFail::Simple(OnFailSimple::Continue) => "continue".into(),
-        OnFail::Simple(OnFailSimple::Escalate) => "escalate".into(),
-        OnFail::Goto { goto } => format!("goto {}", goto.value),
-        OnFail::RetryFrom {
-            retry_from,
-            attempts,
-        } => format!("retry_from {} × {attempts}", retry_from.value),
-    }
 }

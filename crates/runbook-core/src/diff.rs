@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Action, OnFail, OnFailSimple, Param, Runbook, Step, StepKind};
+use crate::model::{Action, Param, Runbook, Step, StepKind};
 use crate::plan::Plan;
 use crate::render::{render_step, static_data};
 use crate::template::Renderer;
@@ -243,7 +243,7 @@ fn fields(step: &Step, data: &serde_json::Value, r: &Renderer) -> Vec<(String, S
         "on_fail",
         step.on_fail
             .as_ref()
-            .map(|f| on_fail_text(&f.value))
+            .map(|f| f.value.text())
             .unwrap_or_default(),
     );
     put(
@@ -308,20 +308,6 @@ fn fields(step: &Step, data: &serde_json::Value, r: &Renderer) -> Vec<(String, S
             .join("; "),
     );
     out
-}
-
-/// `on_fail` in words.
-pub fn on_fail_text(on_fail: &OnFail) -> String {
-    match on_fail {
-        OnFail::Simple(OnFailSimple::Abort) => "abort".into(),
-        OnFail::Simple(OnFailSimple::Continue) => "continue".into(),
-        OnFail::Simple(OnFailSimple::Escalate) => "escalate".into(),
-        OnFail::Goto { goto } => format!("goto {}", goto.value),
-        OnFail::RetryFrom {
-            retry_from,
-            attempts,
-        } => format!("retry_from {} ({attempts} times)", retry_from.value),
-    }
 }
 
 fn param_fields(p: &Param) -> Vec<(String, String)> {

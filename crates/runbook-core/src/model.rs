@@ -665,6 +665,22 @@ pub enum OnFail {
     },
 }
 
+impl OnFail {
+    /// In words, as written: `abort`, `goto fix`, `retry_from check (3 times)`.
+    pub fn text(&self) -> String {
+        match self {
+            OnFail::Simple(OnFailSimple::Abort) => "abort".into(),
+            OnFail::Simple(OnFailSimple::Continue) => "continue".into(),
+            OnFail::Simple(OnFailSimple::Escalate) => "escalate".into(),
+            OnFail::Goto { goto } => format!("goto {}", goto.value),
+            OnFail::RetryFrom {
+                retry_from,
+                attempts,
+            } => format!("retry_from {} ({attempts} times)", retry_from.value),
+        }
+    }
+}
+
 /// The simple failure routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

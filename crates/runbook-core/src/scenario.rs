@@ -205,6 +205,15 @@ pub struct Expect {
     pub escalation: Option<Sp<Vec<String>>>,
 }
 
+impl Expect {
+    /// The expected path as step ids, if the scenario gives one.
+    pub fn path_ids(&self) -> Option<Vec<String>> {
+        self.path
+            .as_ref()
+            .map(|p| p.value.iter().map(|s| s.value.clone()).collect())
+    }
+}
+
 /// Named values, each name with its span (a step's expected captures).
 pub type Values = Vec<(Sp<String>, serde_json::Value)>;
 

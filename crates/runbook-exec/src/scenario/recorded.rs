@@ -1,0 +1,276 @@
+//! A recorded run as a scenario (`runbook test --replay`): per-attempt results from the
+//! journal's typed fields, the operator's answers, and the path it took as the
+//! expectation.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use runbook_core::Runbook;
+use runbook_core::render::RenderedAction;
+use runbook_core::scenario::{ResultStatus, Scenario, ScriptedAnswer, ScriptedResult};
+
+use super::status_name;
+use crate::event::{Answer, Event, Mode, Status, Stream};
+
+/// A recorded run turned into a scenario: its results are the script, its path the
+/// expectation.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The scenario: params, answers, results per attempt, the recorded path and status.
+    pub scenario: Scenario,
+    /// The file the run used (`run_started`'s origin).
+    pub runbook_path: String,
+    /// What replay could not take over exactly (secrets, SSM details), for people.
+    pub notes: Vec<String>,
+}
+
+/// Why a journal cannot be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordedError {
+    /// No `run_started` first.
+    #[error("not a run journal (no run_started)")]
+    NotARun,
+}
+
+/// One attempt being collected from the record.
+#[derive(Default)]
+struct Attempt {
+    stdout: String,
+    stderr: String,
+    action: Option<RenderedAction>,
+}
+
+/// Turn a run's records into a scenario. Secret parameters were never recorded: they are
+/// left to the scenario's placeholders (a note says so).
+pub fn recorded(
+    records: &[crate::journal::Record],
+    runbook: &Runbook,
+) -> Result<Recorded, RecordedError> {
+    use runbook_core::diag::Span;
+    use runbook_core::model::{ParamType, Sp};
+    let sp = |s: &str| Sp::new(s.to_string(), Span::default());
+    let Some(Event::RunStarted {
+        params,
+        mode,
+        origin,
+        run_id,
+        ..
+    }) = records.first().map(|r| &r.event)
+    else {
+        return Err(RecordedError::NotARun);
+    };
+    let mut notes = Vec::new();
+    let mut scenario_params = Vec::new();
+    for (k, v) in params {
+        let secret = runbook
+            .params
+            .get(k)
+            .is_some_and(|p| p.ty.value == ParamType::Secret);
+        if secret {
+            notes.push(format!(
+                "parameter `{k}` is a secret and was never recorded: replay uses a placeholder"
+            ));
+        } else {
+            scenario_params.push((sp(k), v.clone()));
+        }
+    }
+    let mut open: HashMap<String, Attempt> = HashMap::new();
+    let mut results: Vec<(String, Vec<ScriptedResult>)> = Vec::new();
+    let mut answers: Vec<(String, Vec<ScriptedAnswer>)> = Vec::new();
+    let mut path = Vec::new();
+    let mut status = None;
+    let mut close = |step: &str,
+                     attempt: Option<Attempt>,
+                     exit_code: Option<i32>,
+                     http: Option<u16>,
+                     ok: bool,
+                     timed_out: bool,
+                     notes: &mut Vec<String>| {
+        let Some(a) = attempt else { return };
+        // Branches decide, waits take their time: neither has a result to script.
+        if matches!(a.action, None | Some(RenderedAction::Wait { .. })) {
+            return;
+        }
+        let mut r = ScriptedResult::default();
+        let body = a.stdout;
+        match &a.action {
+            Some(RenderedAction::Http { .. }) => {
+                match http.filter(|c| *c > 0) {
+                    Some(c) => r.status = Some(Sp::new(ResultStatus::Http(c), Span::default())),
+                    None => r.error = Some("no response (as recorded)".into()),
+                }
+                r.body = Some(body);
+            }
+            Some(RenderedAction::SsmCommand(call)) => {
+                let state = if ok { "Success" } else { "Failed" };
+                let ids = if call.instance_ids.is_empty() {
+                    vec!["recorded".to_string()]
+                } else {
+                    call.instance_ids.clone()
+                };
+                r.instances = Some(
+                    ids.into_iter()
+                        .enumerate()
+                        .map(|(i, id)| {
+                            (
+                                id,
+                                runbook_core::scenario::ScriptedInvocation {
+                                    status: Some(state.into()),
+                                    exit_code: None,
+                                    stdout: (i == 0).then(|| body.clone()),
+                                    stderr: None,
+                                },
+                            )
+                        })
+                        .collect(),
+                );
+                if !notes.iter().any(|n| n.contains("ssm_command")) {
+                    notes.push(
+                        "ssm_command results are replayed per step, not per instance: \
+                         every instance gets the step's outcome"
+                            .into(),
+                    );
+                }
+            }
+            Some(RenderedAction::SsmAutomation { .. }) => {
+                r.status = Some(Sp::new(
+                    ResultStatus::Automation(if ok { "Success" } else { "Failed" }.into()),
+                    Span::default(),
+                ));
+            }
+            _ => {
+                r.exit_code = exit_code.or(Some(if ok { 0 } else { 1 }));
+                r.stdout = Some(body);
+                r.stderr = Some(a.stderr);
+            }
+        }
+        if timed_out {
+            // It ran into its timeout: it takes longer than any timeout.
+            r.takes = Some(Sp::new(
+                runbook_core::model::DurationSpec {
+                    text: "forever".into(),
+                    value: Duration::from_secs(10 * 365 * 24 * 3600),
+                },
+                Span::default(),
+            ));
+        }
+        match results.iter_mut().find(|(s, _)| s == step) {
+            Some((_, v)) => v.push(r),
+            None => results.push((step.to_string(), vec![r])),
+        }
+    };
+    for rec in records {
+        match &rec.event {
+            Event::StepStarted {
+                step,
+                attempt,
+                action,
+                ..
+            } => {
+                if *attempt == 1 {
+                    path.push(step.clone());
+                }
+                open.insert(
+                    step.clone(),
+                    Attempt {
+                        action: action.clone(),
+                        ..Attempt::default()
+                    },
+                );
+            }
+            Event::Output { step, stream, line } => {
+                if let Some(a) = open.get_mut(step) {
+                    let buf = match stream {
+                        Stream::Stdout => &mut a.stdout,
+                        Stream::Stderr => &mut a.stderr,
+                    };
+                    buf.push_str(line);
+                    buf.push('\n');
+                }
+            }
+            Event::AttemptFailed {
+                step,
+                exit_code,
+                http_status,
+                ..
+            } => close(
+                step,
+                open.remove(step),
+                *exit_code,
+                *http_status,
+                exit_code.is_none_or(|c| c == 0),
+                false,
+                &mut notes,
+            ),
+            Event::StepFinished {
+                step,
+                status,
+                exit_code,
+                http_status,
+                killed,
+                ..
+            } => {
+                let ok = *status == Status::Succeeded;
+                let timed_out = *killed == Some(crate::event::Killed::Timeout);
+                close(
+                    step,
+                    open.remove(step),
+                    *exit_code,
+                    *http_status,
+                    ok,
+                    timed_out,
+                    &mut notes,
+                );
+            }
+            Event::Answered { step, answer, .. } => {
+                let a = match answer {
+                    Answer::Approve => ScriptedAnswer::Approve,
+                    Answer::Decline => ScriptedAnswer::Decline,
+                    Answer::Skip => ScriptedAnswer::Skip,
+                    Answer::Abort => ScriptedAnswer::Abort,
+                };
+                match answers.iter_mut().find(|(s, _)| s == step) {
+                    Some((_, v)) => v.push(a),
+                    None => answers.push((step.clone(), vec![a])),
+                }
+            }
+            Event::RunFinished { status: s, .. } => status = Some(*s),
+            _ => {}
+        }
+    }
+    let scenario = Scenario {
+        name: sp(&format!("run {run_id}")),
+        description: None,
+        params: scenario_params,
+        yes: false,
+        dry_run: *mode == Mode::DryRun,
+        answers: answers
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    sp(&k),
+                    v.into_iter().map(|a| Sp::new(a, Span::default())).collect(),
+                )
+            })
+            .collect(),
+        results: results.into_iter().map(|(k, v)| (sp(&k), v)).collect(),
+        expect: runbook_core::scenario::Expect {
+            status: status.map(|s| sp(status_name(s))),
+            path: Some(Sp::new(
+                path.iter().map(|p| sp(p)).collect(),
+                Span::default(),
+            )),
+            ..runbook_core::scenario::Expect::default()
+        },
+    };
+    if status.is_none() {
+        notes.push(format!(
+            "run {run_id} has no run_finished (interrupted): replay compares the path as far as it went"
+        ));
+    }
+    Ok(Recorded {
+        scenario,
+        runbook_path: origin.path.clone(),
+        notes,
+    })
+}
