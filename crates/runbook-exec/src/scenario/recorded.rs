@@ -78,6 +78,9 @@ pub fn recorded(
     let mut results: Vec<(String, Vec<ScriptedResult>)> = Vec::new();
     let mut answers: Vec<(String, Vec<ScriptedAnswer>)> = Vec::new();
     let mut path = Vec::new();
+    // Steps started and not yet ended: a resume starts them again, which is not a new
+    // step on the path.
+    let mut unfinished: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut status = None;
     let mut close = |step: &str,
                      attempt: Option<Attempt>,
@@ -167,7 +170,7 @@ pub fn recorded(
                 action,
                 ..
             } => {
-                if *attempt == 1 {
+                if *attempt == 1 && unfinished.insert(step.clone()) {
                     path.push(step.clone());
                 }
                 open.insert(
@@ -210,11 +213,23 @@ pub fn recorded(
                 killed,
                 ..
             } => {
+                if *status == Status::Pending {
+                    // Interrupted before it ended (waiting for an answer, or in flight):
+                    // the resume that follows starts it again.
+                    open.remove(step);
+                    continue;
+                }
+                unfinished.remove(step);
+                // An act declined, skipped or withheld (dry run) never ran its action.
+                let ran = !matches!(
+                    status,
+                    Status::Declined | Status::Skipped | Status::NotExecuted
+                );
                 let ok = *status == Status::Succeeded;
                 let timed_out = *killed == Some(crate::event::Killed::Timeout);
                 close(
                     step,
-                    open.remove(step),
+                    open.remove(step).filter(|_| ran),
                     *exit_code,
                     *http_status,
                     ok,
@@ -273,4 +288,126 @@ pub fn recorded(
         runbook_path: origin.path.clone(),
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::event::{AnsweredBy, Origin, RunStatus, Summary};
+    use crate::journal::Record;
+
+    fn records(events: Vec<Event>) -> Vec<Record> {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Record {
+                v: 2,
+                seq: i as u64,
+                ts: String::new(),
+                prev: String::new(),
+                event,
+            })
+            .collect()
+    }
+
+    fn started(step: &str) -> Event {
+        Event::StepStarted {
+            step: step.into(),
+            kind: "act".into(),
+            title: step.into(),
+            attempt: 1,
+            action: Some(RenderedAction::Shell {
+                run: "true".into(),
+                env: Default::default(),
+                cwd: None,
+                interpreter: "bash".into(),
+            }),
+            confirm: None,
+        }
+    }
+
+    fn finished(step: &str, status: Status) -> Event {
+        Event::StepFinished {
+            step: step.into(),
+            status,
+            exit_code: (status == Status::Succeeded).then_some(0),
+            duration_ms: 0,
+            message: None,
+            killed: None,
+            skip: None,
+            captures: Default::default(),
+            http_status: None,
+            stderr_tail: String::new(),
+        }
+    }
+
+    /// Interrupted while its act waited for an answer, resumed, then aborted there: the
+    /// act is on the path once and has no result (its action never ran).
+    #[test]
+    fn a_resumed_run_is_one_path_and_unrun_acts_have_no_result() {
+        let rb = runbook_core::check(
+            "apiVersion: runbook/v1\nname: r\ntitle: R\nsteps:\n  - { id: look, kind: check, title: L, shell: 'true' }\n  - { id: fix, kind: act, title: F, shell: 'true' }\n",
+            Some("r"),
+        )
+        .runbook
+        .unwrap();
+        let recs = records(vec![
+            Event::RunStarted {
+                run_id: "r1".into(),
+                runbook: "r".into(),
+                title: "R".into(),
+                mode: Mode::Live,
+                params: Default::default(),
+                steps: 2,
+                step_ids: vec!["look".into(), "fix".into()],
+                origin: Origin::default(),
+            },
+            started("look"),
+            finished("look", Status::Succeeded),
+            started("fix"),
+            Event::RunFinished {
+                status: RunStatus::Interrupted,
+                exit_code: 130,
+                duration_ms: 0,
+                summary: Summary::default(),
+            },
+            finished("fix", Status::Pending),
+            Event::Resumed {
+                by: "me".into(),
+                done: vec!["look".into()],
+                inflight: vec![],
+                torn_bytes: 0,
+                runbook_changed: false,
+            },
+            started("fix"),
+            Event::Answered {
+                step: "fix".into(),
+                answer: Answer::Abort,
+                by: AnsweredBy::Operator("me".into()),
+            },
+            finished("fix", Status::Declined),
+            Event::RunFinished {
+                status: RunStatus::Aborted,
+                exit_code: 3,
+                duration_ms: 0,
+                summary: Summary::default(),
+            },
+        ]);
+        let r = recorded(&recs, &rb).unwrap();
+        assert_eq!(
+            r.scenario.expect.path_ids().unwrap(),
+            vec!["look".to_string(), "fix".to_string()]
+        );
+        let scripted: Vec<&str> = r
+            .scenario
+            .results
+            .iter()
+            .map(|(k, _)| k.value.as_str())
+            .collect();
+        assert_eq!(scripted, vec!["look"]);
+        assert_eq!(r.scenario.answers.len(), 1);
+        assert_eq!(r.scenario.expect.status.unwrap().value, "aborted");
+    }
 }
