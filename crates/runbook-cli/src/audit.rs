@@ -226,6 +226,92 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
+/// Each phase against its budget: when it started and finished on the run clock, and
+/// whether it kept to its deadline. A resumed run announces a phase again when it goes on
+/// with it: the first start and the last finish count.
+fn phases_table(records: &[Record], md: &mut String) {
+    use crate::display::secs;
+    struct Row {
+        phase: String,
+        title: String,
+        within: u64,
+        started: u64,
+        finished: Option<(u64, bool)>,
+        overran: bool,
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for r in records {
+        match &r.event {
+            Event::PhaseStarted {
+                phase,
+                title,
+                within_ms,
+                elapsed_ms,
+            } if !rows.iter().any(|row| &row.phase == phase) => rows.push(Row {
+                phase: phase.clone(),
+                title: title.clone(),
+                within: *within_ms,
+                started: *elapsed_ms,
+                finished: None,
+                overran: false,
+            }),
+            Event::PhaseOverrun { phase, .. } => {
+                if let Some(row) = rows.iter_mut().find(|row| &row.phase == phase) {
+                    row.overran = true;
+                }
+            }
+            Event::PhaseFinished {
+                phase,
+                elapsed_ms,
+                overrun,
+                complete,
+                ..
+            } => {
+                if let Some(row) = rows.iter_mut().find(|row| &row.phase == phase) {
+                    row.finished = Some((*elapsed_ms, *complete));
+                    row.overran |= *overrun;
+                }
+            }
+            _ => {}
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    md.push_str(
+        "\n## Phases\n\n| Phase | Budget | Started | Finished | Result |\n|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let (finished, result) = match row.finished {
+            Some((at, true)) if !row.overran => (
+                secs(at),
+                format!(
+                    "within budget ({} to spare)",
+                    secs(row.within.saturating_sub(at))
+                ),
+            ),
+            Some((at, true)) => (
+                secs(at),
+                format!("**OVERRAN** by {}", secs(at.saturating_sub(row.within))),
+            ),
+            Some((at, false)) if row.overran => (
+                secs(at),
+                "**OVERRAN**, unfinished when the run stopped".to_string(),
+            ),
+            Some((at, false)) => (secs(at), "unfinished when the run stopped".to_string()),
+            None if row.overran => ("—".into(), "**OVERRAN**, still open".to_string()),
+            None => ("—".into(), "still open".to_string()),
+        };
+        md.push_str(&format!(
+            "| {} (`{}`) | {} | {} | {finished} | {result} |\n",
+            cell(&row.title),
+            row.phase,
+            secs(row.within),
+            secs(row.started),
+        ));
+    }
+}
+
 /// An incident timeline: what was checked, what was changed, by whom, when.
 pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
     let mut md = String::new();
@@ -428,6 +514,8 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
         }
     }
 
+    phases_table(records, &mut md);
+
     md.push_str("\n## Timeline\n\n| Time (UTC) | Step | What happened |\n|---|---|---|\n");
     let mut output_lines = 0usize;
     for r in records {
@@ -535,6 +623,43 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
                 ),
             ),
             Event::Signal { signal, action } => row("", format!("{signal}: {action}")),
+            Event::PhaseStarted {
+                title,
+                within_ms,
+                elapsed_ms,
+                ..
+            } => row(
+                "",
+                format!(
+                    "phase started: {title} (due within {}, at {})",
+                    crate::display::secs(*within_ms),
+                    crate::display::secs(*elapsed_ms)
+                ),
+            ),
+            Event::PhaseOverrun {
+                title, within_ms, ..
+            } => row(
+                "",
+                format!(
+                    "phase OVERRAN: {title} was due within {}",
+                    crate::display::secs(*within_ms)
+                ),
+            ),
+            Event::PhaseFinished {
+                title,
+                elapsed_ms,
+                overrun,
+                complete,
+                ..
+            } => row(
+                "",
+                format!(
+                    "phase {}: {title} at {}{}",
+                    if *complete { "done" } else { "unfinished" },
+                    crate::display::secs(*elapsed_ms),
+                    if *overrun { " (overran)" } else { "" }
+                ),
+            ),
             Event::Resumed { by, inflight, .. } => row(
                 "",
                 if inflight.is_empty() {

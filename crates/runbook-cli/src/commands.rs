@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use runbook_core::model::{
-    Action, CaptureSource, OnFail, OnFailSimple, ParamType, Runbook, StepKind,
+    Action, CaptureSource, OnFail, OnFailSimple, ParamType, Phase, Runbook, StepKind,
 };
 use runbook_core::plan::{Edge, Plan};
 use runbook_core::render::{RenderedAction, RenderedStep, render_step};
@@ -560,6 +560,42 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
             }
         }
     }
+    if !rb.phases.is_empty() {
+        if markdown {
+            o.push_str("\n## Phases\n\n| phase | within | steps |\n|---|---|---|\n");
+        } else {
+            o.push_str("\nPhases (deadlines from the run start)\n");
+        }
+        for ph in &rb.phases {
+            let steps: Vec<&str> = rb
+                .steps
+                .iter()
+                .filter(|s| s.phase.as_ref().is_some_and(|p| p.value == ph.id.value))
+                .map(|s| s.id.value.as_str())
+                .collect();
+            if markdown {
+                o.push_str(&format!(
+                    "| {} (`{}`) | {} | {} |\n",
+                    md_cell(&ph.title),
+                    ph.id.value,
+                    ph.within.value.text,
+                    steps.join(", ")
+                ));
+            } else {
+                o.push_str(&format!(
+                    "  within {:<5} {}  ({})\n",
+                    ph.within.value.text,
+                    ph.title,
+                    steps.join(", ")
+                ));
+            }
+        }
+    }
+    if markdown {
+        o.push_str("\n## Graph\n\n```mermaid\n");
+        o.push_str(&mermaid(rb, plan));
+        o.push_str("```\n");
+    }
     o.push_str(if markdown {
         "\n## Procedure\n"
     } else {
@@ -633,6 +669,16 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
             }
         }
         let mut notes = Vec::new();
+        if let Some(ph) = s
+            .phase
+            .as_ref()
+            .and_then(|p| rb.phases.iter().find(|ph| ph.id.value == p.value))
+        {
+            notes.push(format!(
+                "phase: {} (within {})",
+                ph.title, ph.within.value.text
+            ));
+        }
         if let Some(e) = &s.expect {
             notes.push(format!("expect: `{}`", e.value));
         }
@@ -765,6 +811,28 @@ fn edge_label(rb: &Runbook, src: usize, edge: Edge) -> Option<String> {
     }
 }
 
+/// Steps in plan order, grouped by phase (in `phases` order), steps of no phase last.
+fn by_phase<'a>(rb: &'a Runbook, plan: &Plan) -> Vec<(Option<&'a Phase>, Vec<usize>)> {
+    let in_phase = |i: usize, ph: Option<&Phase>| {
+        rb.steps[i].phase.as_ref().map(|p| p.value.as_str()) == ph.map(|ph| ph.id.value.as_str())
+    };
+    rb.phases
+        .iter()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .map(|ph| {
+            let steps = plan
+                .order
+                .iter()
+                .copied()
+                .filter(|&i| in_phase(i, ph))
+                .collect::<Vec<_>>();
+            (ph, steps)
+        })
+        .filter(|(_, steps)| !steps.is_empty())
+        .collect()
+}
+
 pub(crate) fn mermaid_text(s: &str) -> String {
     s.replace('&', "#amp;")
         .replace('"', "#quot;")
@@ -777,20 +845,35 @@ pub(crate) fn mermaid_text(s: &str) -> String {
 /// A mermaid flowchart: checks are rectangles, acts hexagons, verifies stadiums, branches diamonds.
 pub(crate) fn mermaid(rb: &Runbook, plan: &Plan) -> String {
     let mut o = String::from("flowchart TD\n");
-    for &i in &plan.order {
-        let s = &rb.steps[i];
-        let label = mermaid_text(&format!(
-            "{}: {}",
-            s.kind.value.as_str(),
-            shown_title(rb, s)
-        ));
-        let (open, close) = match s.kind.value {
-            StepKind::Check => ("[\"", "\"]"),
-            StepKind::Act => ("{{\"", "\"}}"),
-            StepKind::Verify => ("([\"", "\"])"),
-            StepKind::Branch => ("{\"", "\"}"),
+    for (phase, steps) in by_phase(rb, plan) {
+        let indent = if let Some(ph) = phase {
+            o.push_str(&format!(
+                "    subgraph p_{}[\"{}\"]\n",
+                ph.id.value,
+                mermaid_text(&format!("{} (within {})", ph.title, ph.within.value.text))
+            ));
+            "        "
+        } else {
+            "    "
         };
-        o.push_str(&format!("    s_{}{open}{label}{close}\n", s.id.value));
+        for i in steps {
+            let s = &rb.steps[i];
+            let label = mermaid_text(&format!(
+                "{}: {}",
+                s.kind.value.as_str(),
+                shown_title(rb, s)
+            ));
+            let (open, close) = match s.kind.value {
+                StepKind::Check => ("[\"", "\"]"),
+                StepKind::Act => ("{{\"", "\"}}"),
+                StepKind::Verify => ("([\"", "\"])"),
+                StepKind::Branch => ("{\"", "\"}"),
+            };
+            o.push_str(&format!("{indent}s_{}{open}{label}{close}\n", s.id.value));
+        }
+        if phase.is_some() {
+            o.push_str("    end\n");
+        }
     }
     for &i in &plan.order {
         for GraphEdge {
@@ -826,24 +909,39 @@ pub(crate) fn dot(rb: &Runbook, plan: &Plan) -> String {
         "digraph \"{}\" {{\n    rankdir=TB;\n    node [fontname=\"Helvetica\"];\n    edge [fontname=\"Helvetica\", fontsize=10];\n",
         dot_text(&rb.name.value)
     );
-    for &i in &plan.order {
-        let s = &rb.steps[i];
-        let shape = match s.kind.value {
-            StepKind::Check => "shape=box",
-            StepKind::Act => "shape=hexagon, style=bold",
-            StepKind::Verify => "shape=box, style=rounded",
-            StepKind::Branch => "shape=diamond",
+    for (phase, steps) in by_phase(rb, plan) {
+        let indent = if let Some(ph) = phase {
+            o.push_str(&format!(
+                "    subgraph \"cluster_{}\" {{\n        label=\"{}\";\n        style=dashed;\n",
+                ph.id.value,
+                dot_text(&format!("{} (within {})", ph.title, ph.within.value.text))
+            ));
+            "        "
+        } else {
+            "    "
         };
-        let label = dot_text(&format!(
-            "{}: {}\n({})",
-            s.kind.value.as_str(),
-            shown_title(rb, s),
-            s.id.value
-        ));
-        o.push_str(&format!(
-            "    \"{}\" [label=\"{label}\", {shape}];\n",
-            s.id.value
-        ));
+        for i in steps {
+            let s = &rb.steps[i];
+            let shape = match s.kind.value {
+                StepKind::Check => "shape=box",
+                StepKind::Act => "shape=hexagon, style=bold",
+                StepKind::Verify => "shape=box, style=rounded",
+                StepKind::Branch => "shape=diamond",
+            };
+            let label = dot_text(&format!(
+                "{}: {}\n({})",
+                s.kind.value.as_str(),
+                shown_title(rb, s),
+                s.id.value
+            ));
+            o.push_str(&format!(
+                "{indent}\"{}\" [label=\"{label}\", {shape}];\n",
+                s.id.value
+            ));
+        }
+        if phase.is_some() {
+            o.push_str("    }\n");
+        }
     }
     for &i in &plan.order {
         for GraphEdge {

@@ -497,6 +497,63 @@ impl Sink for Human {
                     self.line("    the runbook file changed since the run started (--force)");
                 }
             }
+            Event::PhaseStarted {
+                title,
+                within_ms,
+                elapsed_ms,
+                ..
+            } => {
+                let left = if elapsed_ms < within_ms {
+                    format!("{} left", secs(within_ms - elapsed_ms))
+                } else {
+                    format!("{} over", secs(elapsed_ms - within_ms))
+                };
+                self.line(&format!(
+                    "{bold}━━ {title}{bold_end} {dim}(within {}: {left}){dim_end}",
+                    secs(*within_ms)
+                ));
+            }
+            Event::PhaseOverrun {
+                title, within_ms, ..
+            } => {
+                let (red, red_end) =
+                    self.style(Style::new().fg_color(Some(AnsiColor::Red.into())).bold());
+                self.line(&format!(
+                    "{red}━━ OVERRUN: {title} was due within {}{red_end}",
+                    secs(*within_ms)
+                ));
+            }
+            Event::PhaseFinished {
+                title,
+                within_ms,
+                elapsed_ms,
+                overrun,
+                complete,
+                ..
+            } => {
+                let at = secs(*elapsed_ms);
+                let budget = secs(*within_ms);
+                let what = match (complete, overrun) {
+                    (true, false) => format!(
+                        "done at {at}, within {budget} ({} to spare)",
+                        secs(within_ms - elapsed_ms)
+                    ),
+                    (true, true) => format!("done at {at}: OVERRAN its {budget} budget"),
+                    (false, false) => {
+                        format!("not finished when the run stopped at {at} (within {budget})")
+                    }
+                    (false, true) => format!(
+                        "not finished when the run stopped at {at}: OVERRAN its {budget} budget"
+                    ),
+                };
+                let style = if *overrun {
+                    Style::new().fg_color(Some(AnsiColor::Red.into())).bold()
+                } else {
+                    Style::new().dimmed()
+                };
+                let (s, s_end) = self.style(style);
+                self.line(&format!("{s}━━ {title}: {what}{s_end}"));
+            }
             // `exec` prints its summary table instead; `audit show` ends with the outcome.
             Event::RunFinished {
                 status,

@@ -1661,3 +1661,59 @@ fn from_starts_at_a_step_and_runs_the_producers_it_needs() {
             .contains("--from nope: crash has no step `nope`")
     );
 }
+
+/// Phases are shown as they start with the time left, an overrun is marked, and the
+/// incident timeline has each phase against its budget. (A `0s` budget overruns at once,
+/// so nothing here depends on how fast the machine is.)
+#[test]
+fn phases_show_time_left_mark_an_overrun_and_reach_the_timeline() {
+    let state = fresh_state_dir();
+    let out = with_state(&state, &["exec", &fixture("phases")]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("━━ Step 1: situation assessed (within 1h00m: ")
+            && stdout.contains(" left)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("━━ Step 1: situation assessed: done at ") && stdout.contains("to spare)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("━━ OVERRUN: Step 2: recovered was due within 0ms"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("━━ Step 2: recovered: done at ")
+            && stdout.contains("OVERRAN its 0ms budget"),
+        "{stdout}"
+    );
+    let journal = std::fs::read_to_string(only_journal(&state)).unwrap();
+    for event in [
+        "\"phase_started\"",
+        "\"phase_overrun\"",
+        "\"phase_finished\"",
+    ] {
+        assert!(journal.contains(event), "{event} not journaled:\n{journal}");
+    }
+    let md = with_state(&state, &["audit", "show", "last", "--format", "markdown"]);
+    let (md, _) = text(&md);
+    let table = md
+        .split("## Phases")
+        .nth(1)
+        .and_then(|t| t.split("## Timeline").next())
+        .unwrap_or_else(|| panic!("no Phases section:\n{md}"));
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| Step")).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows[0].contains("(`situation`) | 1h00m |") && rows[0].contains("within budget"),
+        "{table}"
+    );
+    assert!(
+        rows[1].contains("(`recovery`) | 0ms |") && rows[1].contains("**OVERRAN** by"),
+        "{table}"
+    );
+    let verify = with_state(&state, &["audit", "verify", "last"]);
+    assert_eq!(code(&verify), 0, "{}", text(&verify).1);
+}

@@ -121,6 +121,8 @@ codes! {
     BadRetryTarget = "RB033", Error, "retry_from names a step that does not come before this one";
     CelType = "RB034", Error, "a condition combines or compares values of different types";
     UnknownParam = "RB035", Error, "a scenario gives a value for a parameter the runbook does not declare";
+    UnknownPhase = "RB036", Error, "a step names a phase the runbook does not declare, or a phase id is declared twice";
+    EmptyPhase = "RB037", Warning, "a phase that no step belongs to";
 }
 
 impl fmt::Display for Code {

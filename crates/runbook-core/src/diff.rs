@@ -220,6 +220,13 @@ fn fields(step: &Step, data: &serde_json::Value, r: &Renderer) -> Vec<(String, S
             })
             .unwrap_or_default(),
     );
+    put(
+        "phase",
+        step.phase
+            .as_ref()
+            .map(|p| p.value.clone())
+            .unwrap_or_default(),
+    );
     let rendered = render_step(r, step, data).ok();
     let command = match (&rendered, &step.action) {
         (Some(rs), _) => rs.action.as_ref().map(|a| canon(&a.lines().join("\n"))),
@@ -738,6 +745,14 @@ pub fn diff(old: &Runbook, old_plan: &Plan, new: &Runbook, new_plan: &Plan) -> D
                 .map(|x| format!("{}: {}", x.after.value.text, x.to))
                 .collect();
             v.push(("escalation".into(), e.join("; ")));
+        }
+        if !rb.phases.is_empty() {
+            let p: Vec<String> = rb
+                .phases
+                .iter()
+                .map(|x| format!("{} within {}: {}", x.id.value, x.within.value.text, x.title))
+                .collect();
+            v.push(("phases".into(), p.join("; ")));
         }
         v
     };

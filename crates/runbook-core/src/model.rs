@@ -120,6 +120,10 @@ pub struct Runbook {
     /// Who to call and when, measured from the start of the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalation: Vec<Escalation>,
+    /// Time budgets: named groups of steps that should be done by a deadline measured from
+    /// the start of the run (steps join one with `phase:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
     /// The procedure.
     pub steps: Vec<Step>,
 }
@@ -275,6 +279,20 @@ pub struct Escalation {
     pub to: String,
 }
 
+/// A time budget: the steps that name it should be done `within` this long after the
+/// run started.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// Name the steps use in `phase:` (snake_case).
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"))]
+    pub id: Sp<String>,
+    /// What the phase achieves, e.g. `Situation assessed`.
+    pub title: String,
+    /// Deadline from the start of the run (`5m`, `1h`).
+    pub within: Sp<DurationSpec>,
+}
+
 /// A duration written as text: `500ms`, `30s`, `5m`, `1h30m`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -350,6 +368,9 @@ pub struct Step {
     /// Steps that must be resolved before this one; `[]` makes it a root.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs: Option<Vec<Sp<String>>>,
+    /// The time budget (an id from the runbook's `phases`) this step belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Sp<String>>,
     /// The action (exactly one for check, act and verify; none for branch).
     #[serde(flatten)]
     pub action: Option<Action>,

@@ -185,6 +185,7 @@ impl<'a> Validator<'a> {
         self.diags.extend(mutating);
         let ids = self.duplicate_ids();
         self.references(&ids);
+        self.phases();
         let mut plan = match Plan::build(self.rb) {
             Ok(plan) => plan,
             Err(cycle) => {
@@ -253,6 +254,66 @@ impl<'a> Validator<'a> {
             }
         }
         ids
+    }
+
+    /// Phase ids are unique, every `phase:` names one, and every phase has a step.
+    fn phases(&mut self) {
+        let rb = self.rb;
+        let mut seen: HashMap<&str, &Sp<String>> = HashMap::new();
+        for phase in &rb.phases {
+            if let Some(first) = seen.get(phase.id.as_str()) {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::UnknownPhase,
+                        phase.id.span,
+                        format!("phase id `{}` is used twice", phase.id.value),
+                    )
+                    .label("second use")
+                    .related(first.span, "first used here")
+                    .help("phase ids must be unique; rename one of them"),
+                );
+            } else {
+                seen.insert(phase.id.as_str(), &phase.id);
+            }
+        }
+        for step in &rb.steps {
+            let Some(p) = &step.phase else { continue };
+            if seen.contains_key(p.as_str()) {
+                continue;
+            }
+            let mut d = Diagnostic::new(
+                Code::UnknownPhase,
+                p.span,
+                format!("step `{}` names unknown phase `{}`", step.id.value, p.value),
+            )
+            .label("no phase with this id");
+            d = d.help(
+                did_you_mean(p, seen.keys().copied()).unwrap_or_else(|| {
+                    "declare it under `phases:` with an `id`, a `title` and `within` (a deadline from the run start)".into()
+                }),
+            );
+            self.diags.push(d);
+        }
+        for phase in &rb.phases {
+            let used = rb
+                .steps
+                .iter()
+                .any(|s| s.phase.as_ref().is_some_and(|p| p.value == phase.id.value));
+            if !used {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::EmptyPhase,
+                        phase.id.span,
+                        format!("no step belongs to phase `{}`", phase.id.value),
+                    )
+                    .label("empty phase")
+                    .help(format!(
+                        "add `phase: {}` to the steps it covers, or remove it",
+                        phase.id.value
+                    )),
+                );
+            }
+        }
     }
 
     fn unknown_step(&mut self, r: &Sp<String>, field: &str, ids: &HashMap<&str, &Step>) {

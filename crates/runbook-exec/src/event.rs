@@ -469,6 +469,43 @@ pub enum Event {
         /// What the engine does about it.
         action: String,
     },
+    /// The first step of a phase (a time budget) started.
+    PhaseStarted {
+        /// Phase id.
+        phase: String,
+        /// Its title.
+        title: String,
+        /// Its deadline, from the start of the run.
+        within_ms: u64,
+        /// Run time so far.
+        elapsed_ms: u64,
+    },
+    /// A phase's deadline passed while steps of it were still to run.
+    PhaseOverrun {
+        /// Phase id.
+        phase: String,
+        /// Its title.
+        title: String,
+        /// Its deadline, from the start of the run.
+        within_ms: u64,
+        /// Run time so far.
+        elapsed_ms: u64,
+    },
+    /// Every step of a phase that will run has ended, or the run ended before they did.
+    PhaseFinished {
+        /// Phase id.
+        phase: String,
+        /// Its title.
+        title: String,
+        /// Its deadline, from the start of the run.
+        within_ms: u64,
+        /// Run time when it finished.
+        elapsed_ms: u64,
+        /// It finished after its deadline (or the deadline passed before the run stopped).
+        overrun: bool,
+        /// Every step of it that could run did; false when the run stopped first.
+        complete: bool,
+    },
     /// `runbook resume` continues the run.
     Resumed {
         /// Operator who resumed it.

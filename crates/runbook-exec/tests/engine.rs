@@ -846,3 +846,91 @@ steps:
     );
     assert_eq!(r.status("after"), Pending);
 }
+
+/// The phase events of a run, as `(event, phase, elapsed ms, overrun/complete)` tuples.
+fn phase_events(r: &Run) -> Vec<String> {
+    r.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PhaseStarted {
+                phase, elapsed_ms, ..
+            } => Some(format!("started {phase} at {elapsed_ms}")),
+            Event::PhaseOverrun {
+                phase, elapsed_ms, ..
+            } => Some(format!("overrun {phase} at {elapsed_ms}")),
+            Event::PhaseFinished {
+                phase,
+                elapsed_ms,
+                overrun,
+                complete,
+                ..
+            } => Some(format!(
+                "finished {phase} at {elapsed_ms} overrun={overrun} complete={complete}"
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn phases_are_timed_on_the_run_clock_and_an_overrun_is_marked_when_it_happens() {
+    let steps = "phases:
+  - { id: situation, title: Situation assessed, within: 5m }
+  - { id: cause, title: Root cause found, within: 30m }
+steps:
+  - { id: scope, kind: check, title: Scope, phase: situation, shell: scope }
+  - { id: alarms, kind: check, title: Alarms, phase: situation, shell: alarms }
+  - { id: logs, kind: check, title: Logs, phase: cause, shell: logs }
+  - { id: metrics, kind: check, title: Metrics, phase: cause, shell: metrics }
+  - { id: after, kind: check, title: After, shell: after }
+";
+    let r = run(
+        steps,
+        &[
+            ("scope", R::Slow(60_000)),
+            ("alarms", R::Slow(60_000)),
+            ("logs", R::Slow(20 * 60_000)),
+            ("metrics", R::Slow(20 * 60_000)),
+            ("after", ok()),
+        ],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(
+        phase_events(&r),
+        [
+            "started situation at 0",
+            "finished situation at 120000 overrun=false complete=true",
+            "started cause at 120000",
+            "overrun cause at 1800000",
+            "finished cause at 2520000 overrun=true complete=true",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_phase_skipped_by_a_branch_is_never_announced_and_a_stopped_run_closes_open_phases() {
+    let steps = "phases:
+  - { id: fix, title: Fixed, within: 10m }
+  - { id: other, title: Other route, within: 10m }
+steps:
+  - { id: b, kind: branch, title: Which, cases: [{ when: 'true', goto: fix_it }], default: other_way }
+  - { id: fix_it, kind: check, title: Fix, phase: fix, shell: fix }
+  - { id: fix_more, kind: check, title: Fix more, phase: fix, shell: more }
+  - { id: fix_last, kind: check, title: Fix last, phase: fix, shell: last }
+  - { id: other_way, kind: check, title: Other, phase: other, shell: other }
+";
+    let r = run(
+        steps,
+        &[("fix_it", R::Slow(60_000)), ("fix_more", R::Exit(1, ""))],
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Failed);
+    assert_eq!(
+        phase_events(&r),
+        [
+            "started fix at 0",
+            "finished fix at 60000 overrun=false complete=false",
+        ]
+    );
+}

@@ -71,6 +71,7 @@ const RUNBOOK_FIELDS: &[&str] = &[
     "aws",
     "params",
     "escalation",
+    "phases",
     "steps",
 ];
 const PARAM_FIELDS: &[&str] = &[
@@ -88,6 +89,7 @@ const STEP_FIELDS: &[&str] = &[
     "title",
     "description",
     "needs",
+    "phase",
     "shell",
     "ssm_command",
     "ssm_automation",
@@ -455,6 +457,13 @@ impl<'a> Converter<'a> {
                 items.iter().filter_map(|i| self.escalation(i)).collect()
             })
             .unwrap_or_default();
+        let phases = obj
+            .get("phases")
+            .map(|n| {
+                let items = self.seq(n, "`phases`");
+                items.iter().filter_map(|i| self.phase(i)).collect()
+            })
+            .unwrap_or_default();
         let steps = match obj.get("steps") {
             Some(n) => {
                 let items = self.seq(n, "`steps`");
@@ -492,7 +501,41 @@ impl<'a> Converter<'a> {
             aws,
             params,
             escalation,
+            phases,
             steps,
+        })
+    }
+
+    fn phase(&mut self, node: &Node) -> Option<Phase> {
+        let what = "a phase";
+        let mut obj = self.obj(node, what)?;
+        let id = self.req_string(&mut obj, "id", what);
+        if let Some(id) = &id {
+            if !is_snake_id(id) {
+                self.push(
+                    Diagnostic::new(
+                        Code::BadId,
+                        id.span,
+                        format!("phase id `{}` is not snake_case", id.value),
+                    )
+                    .label("invalid id")
+                    .help("steps name it in `phase:`: use lowercase letters, digits and underscores, starting with a letter"),
+                );
+            }
+        }
+        let title = self.req_string(&mut obj, "title", what);
+        let within = match obj.get("within") {
+            Some(n) => self.duration(n, "`within`"),
+            None => {
+                self.missing(&obj, "within", what);
+                None
+            }
+        };
+        self.finish(obj, &["id", "title", "within"], what);
+        Some(Phase {
+            id: id?,
+            title: title?.value,
+            within: within?,
         })
     }
 
@@ -563,6 +606,7 @@ impl<'a> Converter<'a> {
                 Vec::new()
             }
         });
+        let phase = self.opt_string(&mut obj, "phase", &what);
 
         let obj_has_cases = obj.has("cases");
         let mut actions = Vec::new();
@@ -668,6 +712,7 @@ impl<'a> Converter<'a> {
             title: title.unwrap_or_else(|| Sp::new(String::new(), node.span)),
             description,
             needs,
+            phase,
             action,
             capture,
             expect,

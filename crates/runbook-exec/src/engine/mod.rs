@@ -6,6 +6,7 @@
 //! and starts whatever became ready. Live runs, dry runs, `--from` and resume share all of
 //! this; only what happens to acts differs, and where results come from ([`Backend`]).
 
+mod phases;
 mod schedule;
 mod step;
 pub mod values;
@@ -210,6 +211,12 @@ impl Shared {
     fn emit(&self, event: Event) {
         self.sink.emit(SystemTime::now(), &event);
     }
+
+    /// The run clock: time since the run started, earlier segments of a resumed run
+    /// included. Escalation and phase deadlines are measured on it.
+    fn elapsed(&self) -> Duration {
+        self.options.earlier + self.started.elapsed()
+    }
 }
 
 impl Engine {
@@ -378,6 +385,7 @@ impl Engine {
         let mut interrupt_seen = 0u8;
 
         let mut record_error = None;
+        let mut phases = phases::Phases::new(rb);
         loop {
             if stopping.is_none() {
                 if let Some(e) = sh.sink.error() {
@@ -388,6 +396,7 @@ impl Engine {
             }
             if stopping.is_none() {
                 decide(&sh, &mut states);
+                phases.settle(&sh, &states);
                 for &i in &plan.order {
                     if running >= sh.options.parallel.max(1) {
                         break;
@@ -408,6 +417,7 @@ impl Engine {
                     if exclusive && acts_running > 0 {
                         continue;
                     }
+                    phases.step_starting(&sh, i);
                     states[i].status = Status::Running;
                     running += 1;
                     if exclusive {
@@ -427,7 +437,11 @@ impl Engine {
             if running == 0 {
                 break;
             }
+            let deadline = phases.next_deadline(&sh);
             tokio::select! {
+                () = tokio::time::sleep(deadline.unwrap_or_default()), if deadline.is_some() => {
+                    phases.mark_overruns(&sh);
+                }
                 joined = tasks.join_next() => {
                     let Some(joined) = joined else { break };
                     let (i, generation_at_spawn, outcome) = match joined {
@@ -490,6 +504,8 @@ impl Engine {
             }
         }
 
+        phases.settle(&sh, &states);
+        phases.finish(&sh, &states);
         let status = stopping.unwrap_or(RunStatus::Succeeded);
         let mut summary = Summary::default();
         let steps: Vec<StepReport> = plan
@@ -524,7 +540,7 @@ impl Engine {
             })
             .collect();
         // A resumed run's duration is the sum of its segments.
-        let duration = sh.options.earlier + sh.started.elapsed();
+        let duration = sh.elapsed();
         sh.emit(Event::RunFinished {
             status,
             exit_code: status.exit_code(),

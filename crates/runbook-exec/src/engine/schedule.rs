@@ -200,7 +200,7 @@ pub(super) fn route_failure(
             None
         }
         OnFail::Simple(OnFailSimple::Escalate) => {
-            let elapsed = sh.started.elapsed();
+            let elapsed = sh.elapsed();
             let mut due = Vec::new();
             let mut next = None;
             for rung in &rb.escalation {
