@@ -139,6 +139,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             },
         };
         refuse_without_terminal(&rb, &options, interactive, &[])?;
+        warn_missing_programs(&rb, args.dry_run);
 
         // The record and the lock come before the first step.
         let store = Store::locate(cli.state_dir.as_deref())?;
@@ -159,6 +160,33 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             Start::From(from),
         )
     })
+}
+
+/// Say which programs the shell steps call that are not installed, before anything runs.
+fn warn_missing_programs(rb: &Runbook, dry_run: bool) {
+    let missing = session::missing_programs(rb);
+    if missing.is_empty() {
+        return;
+    }
+    let list: Vec<String> = missing
+        .iter()
+        .map(|(p, steps)| {
+            format!(
+                "{p} (step{} {})",
+                if steps.len() > 1 { "s" } else { "" },
+                steps.join(", ")
+            )
+        })
+        .collect();
+    crate::diagnostics::warning(&format!(
+        "missing tools: not found on PATH: {}; {}",
+        list.join(", "),
+        if dry_run {
+            "checks that call them fail in this dry run, and every step that calls them fails when run live"
+        } else {
+            "the steps that call them will fail"
+        }
+    ));
 }
 
 /// How a run begins.

@@ -291,7 +291,7 @@ fn runtime_failures_name_the_step_and_what_went_wrong() {
         (
             "missing_command",
             "✗ check  no_such_command failed",
-            "command not found (exit code 127)",
+            "missing tool `definitely-not-a-command`: not found on PATH (exit code 127)",
         ),
         (
             "flood",
@@ -318,6 +318,36 @@ fn runtime_failures_name_the_step_and_what_went_wrong() {
         assert!(!stderr.contains("panicked"), "{stderr}");
         // A flood is cut, not kept: far less than the 100 MB printed.
         assert!(stdout.len() < 3 << 20, "{case}: {} bytes", stdout.len());
+    }
+}
+
+/// A runbook that calls a program this machine lacks says so before anything runs, by
+/// name and with the steps that call it; a dry run too.
+#[test]
+fn missing_tools_are_listed_before_the_run() {
+    for dry in [true, false] {
+        let mut args = vec![
+            "exec".to_string(),
+            fixture("bad-runtime"),
+            "-p".into(),
+            "case=missing_command".into(),
+        ];
+        if dry {
+            args.push("--dry-run".into());
+        }
+        let out = runbook().args(&args).output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(
+            stderr.contains(
+                "warning: missing tools: not found on PATH: definitely-not-a-command (step no_such_command)"
+            ),
+            "dry run {dry}: {stderr}"
+        );
+        assert!(!stderr.contains("fold ("), "fold is installed: {stderr}");
+        assert!(
+            stdout.contains("missing tool `definitely-not-a-command`"),
+            "{stdout}"
+        );
     }
 }
 

@@ -20,6 +20,7 @@ pub mod render;
 pub mod scenario;
 pub mod template;
 pub mod text;
+pub mod tools;
 pub mod validate;
 pub mod yaml;
 

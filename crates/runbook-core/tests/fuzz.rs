@@ -114,6 +114,16 @@ proptest! {
         check_invariants(&text);
     }
 
+    /// The shell reader behind "missing tools" takes any script, and names programs only
+    /// with the characters a program name has.
+    #[test]
+    fn shell_reader_never_panics(text in r#"([a-z$(){}<>&|;'"`#\\ =0-9\n-]|<<|\$\(\(|\)\)|EOF){0,60}"#) {
+        for p in runbook_core::tools::programs(&text) {
+            prop_assert!(!p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c)), "{p:?}");
+        }
+        let _ = runbook_core::tools::not_found_in(&text);
+    }
+
     #[test]
     fn yamlish_text_never_panics(text in "([a-z_]{1,8}: ?(\\{\\{[a-z.]{0,12}\\}\\}|[a-z0-9 \\[\\]{},:'\"-]{0,20})\n {0,4}(- )?){0,30}") {
         check_invariants(&text);

@@ -300,15 +300,27 @@ pub async fn shell(
         None
     } else {
         let code = exit_code.unwrap_or(-1);
+        let missing = runbook_core::tools::not_found_in(&stderr);
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
         let head = match code {
             127 => "command not found (exit code 127)".to_string(),
             126 => "command cannot be executed (exit code 126)".to_string(),
             c => format!("exit code {c}"),
         };
-        Some(match last {
-            Some(l) => format!("{head}: {}", l.trim()),
-            None => head,
+        Some(match (missing.as_slice(), last) {
+            ([], Some(l)) => format!("{head}: {}", l.trim()),
+            ([], None) => head,
+            (tools, _) => format!(
+                "missing tool{} {}: not found on PATH (exit code {code}); install {} or put {} on PATH",
+                if tools.len() > 1 { "s" } else { "" },
+                tools
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if tools.len() > 1 { "them" } else { "it" },
+                if tools.len() > 1 { "them" } else { "it" },
+            ),
         })
     };
     ActionResult {

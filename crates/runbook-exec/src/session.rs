@@ -296,3 +296,25 @@ pub fn new_run_id(name: &str) -> String {
     let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
     format!("{date}-{}-{short}-{salt:04x}", &time[..4.min(time.len())])
 }
+
+/// Programs the runbook's shell steps call that are not on `PATH` (or, named with a `/`,
+/// not executable there): `(program, step ids)`. Steps that call them will fail with
+/// "missing tool"; `exec` lists them before anything runs.
+pub fn missing_programs(rb: &Runbook) -> Vec<(String, Vec<String>)> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<std::path::PathBuf> = std::env::split_paths(&path).collect();
+    let executable = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    runbook_core::tools::runbook_programs(rb)
+        .into_iter()
+        .filter(|(program, _)| {
+            if program.contains('/') {
+                !executable(std::path::Path::new(program))
+            } else {
+                !dirs.iter().any(|d| executable(&d.join(program)))
+            }
+        })
+        .collect()
+}
