@@ -30,8 +30,12 @@ pub enum ExecOutput {
 /// Arguments of `runbook exec`.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// Runbook name on the search path, or a file path
-    pub name: String,
+    /// Runbook name on the search path, or a file path (with --alert: may be omitted when one runbook answers the alert)
+    #[arg(required_unless_present = "alert")]
+    pub name: Option<String>,
+    /// Start from an alert payload (SNS, EventBridge, Alertmanager or JSON): the runbook its triggers name, with the parameters they give
+    #[arg(long, value_name = "ALERT.json")]
+    pub alert: Option<PathBuf>,
     /// Parameter value, `name=value` (repeatable)
     #[arg(short, long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
@@ -83,7 +87,14 @@ pub struct AwsArgs {
 
 /// Run `runbook exec`.
 pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
-    crate::diagnostics::with_valid(cli, &args.name, |loaded, rb, plan| {
+    let (name, from_alert) = match &args.alert {
+        None => (args.name.clone().unwrap_or_default(), None),
+        Some(path) => match alert_start(cli, path, args.name.as_deref())? {
+            Ok((name, alert, params)) => (name, Some((alert, params))),
+            Err(exit) => return Ok(exit),
+        },
+    };
+    crate::diagnostics::with_valid(cli, &name, |loaded, rb, plan| {
         let rb = Arc::new(rb.clone());
         let plan = Arc::new(plan.clone());
         let interactive = std::io::stdin().is_terminal();
@@ -98,6 +109,8 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             .clone()
             .unwrap_or_else(runbook_exec::default_operator);
         let run_id = session::new_run_id(&rb.name.value);
+        let mut origin = session::origin(&loaded.path, &loaded.source);
+        origin.alert = from_alert.as_ref().map(|(a, _)| a.record());
         let options = Options {
             mode,
             yes: args.run.yes,
@@ -105,7 +118,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             parallel: usize::from(args.run.parallel),
             run_id: run_id.clone(),
             operator: operator.clone(),
-            origin: session::origin(&loaded.path, &loaded.source),
+            origin,
             aws_region: args.run.aws.region.clone(),
             aws_profile: args.run.aws.profile.clone(),
             ..Options::default()
@@ -118,11 +131,20 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             .map(|p| runbook_exec::params::parse_assignment(p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("--param {e}"))?;
-        let file = match &args.params_file {
+        let mut file = match &args.params_file {
             Some(path) => read_params_file(path)?,
             None => serde_json::Map::new(),
         };
-        let resolved = resolve_params(&rb, &given, &file, interactive, &args.run.aws)?;
+        // An alert's parameters win over a params file; --param wins over both.
+        if let Some((_, params)) = &from_alert {
+            file.extend(params.clone());
+        }
+        let file_is = match (&from_alert, &args.params_file) {
+            (None, _) => "the params file",
+            (Some(_), None) => "the alert",
+            (Some(_), Some(_)) => "the alert or the params file",
+        };
+        let resolved = resolve_params(&rb, &given, &file, file_is, interactive, &args.run.aws)?;
         let from = match &args.from {
             None => None,
             Some(id) => match plan.index(id) {
@@ -160,6 +182,99 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             Start::From(from),
         )
     })
+}
+
+/// The runbook an alert starts and the parameters its trigger gives; or the exit code
+/// when it starts nothing (resolved, no match: 0; unreadable, ambiguous, bad params: 2).
+#[allow(clippy::type_complexity)]
+fn alert_start(
+    cli: &Cli,
+    path: &std::path::Path,
+    only: Option<&str>,
+) -> anyhow::Result<
+    Result<
+        (
+            String,
+            runbook_exec::alert::Alert,
+            serde_json::Map<String, serde_json::Value>,
+        ),
+        Exit,
+    >,
+> {
+    use runbook_exec::alert::AlertState;
+    let payload = match crate::alerts::read_payload(path) {
+        Ok(p) => p,
+        Err(exit) => return Ok(Err(exit)),
+    };
+    let firing: Vec<_> = payload
+        .alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .collect();
+    if firing.is_empty() {
+        let names: Vec<String> = payload
+            .alerts
+            .iter()
+            .map(|a| format!("{} ({})", a.name, a.state.as_str()))
+            .collect();
+        crate::commands::emit(&format!(
+            "nothing to start: {}\n",
+            if names.is_empty() {
+                format!("the {} payload carries no alert", payload.kind.as_str())
+            } else {
+                format!("no alert is firing: {}", names.join(", "))
+            }
+        ))?;
+        return Ok(Err(Exit::Success));
+    }
+    let mut found = Vec::new();
+    for a in &firing {
+        for f in crate::alerts::find(cli, a, only)? {
+            found.push(((*a).clone(), f));
+        }
+    }
+    let Some((alert, first)) = found.first() else {
+        let names: Vec<&str> = firing.iter().map(|a| a.name.as_str()).collect();
+        crate::commands::emit(&format!(
+            "nothing to start: no runbook{} answers {}\n",
+            only.map(|n| format!(" named {n}")).unwrap_or_default(),
+            names.join(", ")
+        ))?;
+        return Ok(Err(Exit::Success));
+    };
+    let mut runbooks: Vec<&str> = found
+        .iter()
+        .map(|(_, f)| f.matched.runbook.as_str())
+        .collect();
+    runbooks.dedup();
+    if runbooks.len() > 1 {
+        crate::diagnostics::error(&format!(
+            "{} runbooks answer this alert: {}; name the one to run (runbook exec NAME --alert {})",
+            runbooks.len(),
+            runbooks.join(", "),
+            path.display()
+        ));
+        return Ok(Err(Exit::Invalid));
+    }
+    if found.len() > 1 {
+        crate::diagnostics::warning(&format!(
+            "{} firing alerts in this payload answer {}: running it for {} only",
+            found.len(),
+            first.matched.runbook,
+            alert.name
+        ));
+    }
+    if !first.problems.is_empty() {
+        crate::diagnostics::error(&format!(
+            "alert {} cannot start {}:\n  {}",
+            alert.name,
+            first.matched.runbook,
+            first.problems.join("\n  ")
+        ));
+        return Ok(Err(Exit::Invalid));
+    }
+    let name = first.loaded.path.display().to_string();
+    Ok(Ok((name, alert.clone(), first.matched.params.clone())))
 }
 
 /// Say which programs the shell steps call that are not installed, before anything runs.
@@ -358,6 +473,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         &rb,
         &given,
         &serde_json::Map::new(),
+        "the params file",
         interactive,
         &args.run.aws,
     )?;
@@ -452,6 +568,7 @@ fn resolve_params(
     rb: &Runbook,
     given: &[(String, String)],
     file: &serde_json::Map<String, serde_json::Value>,
+    file_is: &str,
     interactive: bool,
     aws: &AwsArgs,
 ) -> anyhow::Result<runbook_exec::params::Resolved> {
@@ -464,6 +581,7 @@ fn resolve_params(
         runbook_exec::params::Sources {
             given,
             file,
+            file_is,
             env: &env_lookup,
             ssm: &ssm_lookup,
             ask: &mut ask,

@@ -3,6 +3,7 @@
 //! This crate is the only place that knows about terminals, colours, exit codes and
 //! output formats. Everything it shows comes from `runbook-core`.
 
+mod alerts;
 mod audit;
 mod commands;
 mod diagnostics;
@@ -134,6 +135,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Continue an interrupted or failed run from its journal
     Resume(exec::ResumeArgs),
+    /// Which runbooks answer an alert payload, and the parameters each would get
+    Match(alerts::MatchArgs),
     /// Recorded runs: list them, show a timeline, verify a journal's hash chain
     Audit {
         #[command(subcommand)]
@@ -198,6 +201,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Graph { name, format } => commands::graph(cli, name, *format),
         Command::Exec(args) => exec::exec(cli, args),
         Command::Resume(args) => exec::resume(cli, args),
+        Command::Match(args) => alerts::run_match(cli, args),
         Command::Audit { command } => audit::audit(cli, command),
         Command::Test(args) => scenarios::test(cli, args),
         Command::Diff(args) => diff::diff(cli, args),

@@ -123,6 +123,7 @@ codes! {
     UnknownParam = "RB035", Error, "a scenario gives a value for a parameter the runbook does not declare";
     UnknownPhase = "RB036", Error, "a step names a phase the runbook does not declare, or a phase id is declared twice";
     EmptyPhase = "RB037", Warning, "a phase that no step belongs to";
+    TriggerParam = "RB038", Error, "a trigger sets a parameter the runbook does not declare, or reads an alert field that does not exist";
 }
 
 impl fmt::Display for Code {

@@ -25,6 +25,24 @@ pub const STEP_BUILTINS: &[&str] = &[
 pub const SSM_BUILTINS: &[&str] = &["instances", "succeeded", "failed", "command_id"];
 /// Extra values of `ssm_automation` steps.
 pub const AUTOMATION_BUILTINS: &[&str] = &["execution_id", "outputs", "step_statuses"];
+/// Fields of the normalised alert trigger expressions read (`alert.<field>`), with their
+/// types. `labels`, `dimensions` and `annotations` map names to text; `raw` is the payload.
+pub const ALERT_FIELDS: &[(&str, cond::Ty)] = &[
+    ("source", cond::Ty::String),
+    ("kind", cond::Ty::String),
+    ("name", cond::Ty::String),
+    ("state", cond::Ty::String),
+    ("reason", cond::Ty::String),
+    ("time", cond::Ty::String),
+    ("fingerprint", cond::Ty::String),
+    ("value", cond::Ty::Double),
+    ("threshold", cond::Ty::Double),
+    ("labels", cond::Ty::Map),
+    ("dimensions", cond::Ty::Map),
+    ("annotations", cond::Ty::Map),
+    ("raw", cond::Ty::Dyn),
+];
+
 /// Values about the run, readable in templates as `run.<name>`.
 pub const RUN_VARS: &[&str] = &["id", "operator", "mode", "started_at", "runbook"];
 

@@ -120,6 +120,9 @@ pub struct Runbook {
     /// Who to call and when, measured from the start of the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalation: Vec<Escalation>,
+    /// Which alerts start this runbook, and how their fields become parameters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
     /// Time budgets: named groups of steps that should be done by a deadline measured from
     /// the start of the run (steps join one with `phase:`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -277,6 +280,52 @@ pub struct Escalation {
     pub after: Sp<DurationSpec>,
     /// Who to contact.
     pub to: String,
+}
+
+/// An alert this runbook answers (`runbook match`, `exec --alert`, `runbook serve`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// Where the alert comes from.
+    pub source: Sp<AlertSource>,
+    /// CEL condition over the normalised `alert` (`alert.name`, `alert.state`,
+    /// `alert.labels.<k>`, `alert.dimensions.<k>`, `alert.value`, `alert.threshold`, ...);
+    /// absent: every alert of the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<Sp<String>>,
+    /// Parameter name → CEL expression over `alert` giving its value.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub params: IndexMap<String, Sp<String>>,
+}
+
+/// Kinds of alert payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSource {
+    /// A CloudWatch alarm state change (through SNS or EventBridge).
+    Cloudwatch,
+    /// A Prometheus Alertmanager webhook.
+    Alertmanager,
+    /// Any other JSON webhook.
+    Webhook,
+}
+
+impl AlertSource {
+    /// Names as written in YAML.
+    pub const ALL: [(&'static str, AlertSource); 3] = [
+        ("cloudwatch", AlertSource::Cloudwatch),
+        ("alertmanager", AlertSource::Alertmanager),
+        ("webhook", AlertSource::Webhook),
+    ];
+
+    /// The YAML name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSource::Cloudwatch => "cloudwatch",
+            AlertSource::Alertmanager => "alertmanager",
+            AlertSource::Webhook => "webhook",
+        }
+    }
 }
 
 /// A time budget: the steps that name it should be done `within` this long after the

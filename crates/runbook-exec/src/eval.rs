@@ -109,6 +109,49 @@ fn describe(e: &cel::ExecutionError) -> String {
     }
 }
 
+/// Evaluate `expr` to a value of any type (a trigger's parameter expression).
+pub(crate) fn value(expr: &str, scope: &serde_json::Map<String, Value>) -> Result<Value, String> {
+    let program =
+        cel::Program::compile(expr).map_err(|e| format!("`{expr}` does not parse: {e}"))?;
+    let mut ctx = cel::Context::default();
+    for (k, v) in scope {
+        ctx.add_variable_from_value(k.clone(), to_cel(v));
+    }
+    match program.execute(&ctx) {
+        Ok(v) => Ok(from_cel(&v)),
+        Err(cel::ExecutionError::NoSuchKey(key)) => {
+            Err(format!("`{expr}`: the alert has no `{key}`"))
+        }
+        Err(e) => Err(format!("`{expr}` failed: {}", describe(&e))),
+    }
+}
+
+/// CEL to JSON, for values that become parameters.
+fn from_cel(v: &cel::Value) -> Value {
+    match v {
+        cel::Value::Null => Value::Null,
+        cel::Value::Bool(b) => Value::Bool(*b),
+        cel::Value::Int(i) => Value::from(*i),
+        cel::Value::UInt(u) => Value::from(*u),
+        cel::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        cel::Value::String(s) => Value::String(s.to_string()),
+        cel::Value::List(items) => Value::Array(items.iter().map(from_cel).collect()),
+        cel::Value::Map(m) => Value::Object(
+            m.map
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        cel::objects::Key::String(s) => s.to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    (key, from_cel(v))
+                })
+                .collect(),
+        ),
+        other => Value::String(format!("{other:?}")),
+    }
+}
+
 /// `a = 1, b = "x"` for messages.
 pub fn show(values: &serde_json::Map<String, Value>) -> String {
     values

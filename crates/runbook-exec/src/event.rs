@@ -50,6 +50,10 @@ pub struct Origin {
     /// Version of runbook that ran it.
     #[serde(default)]
     pub version: String,
+    /// The alert that started the run (`exec --alert`, `runbook serve`): source, name,
+    /// state, fingerprint, reason, labels, dimensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<serde_json::Value>,
 }
 
 /// Where a step's state ended up.

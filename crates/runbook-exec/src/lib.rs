@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod action;
+pub mod alert;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod backend;

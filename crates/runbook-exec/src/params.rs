@@ -23,8 +23,10 @@ pub struct NotAnAssignment(pub String);
 pub struct Sources<'a> {
     /// `--param NAME=VALUE`, in the order given.
     pub given: &'a [(String, String)],
-    /// `--params-file` contents (an object).
+    /// `--params-file` contents (an object), or values an alert gave.
     pub file: &'a serde_json::Map<String, Value>,
+    /// Where `file` came from, for messages: `the params file`, `the alert`.
+    pub file_is: &'a str,
     /// Environment lookup for `from: env:NAME`.
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Parameter Store lookup for `from: ssm:/path` (decrypted).
@@ -93,7 +95,7 @@ pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, Para
     }
     for k in sources.file.keys() {
         if !runbook.params.contains_key(k) {
-            problems.push(unknown(k, "in the params file"));
+            problems.push(unknown(k, &format!("in {}", sources.file_is)));
         }
     }
     let mut resolved = Resolved::default();
@@ -111,7 +113,7 @@ pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, Para
                 sources
                     .file
                     .get(name)
-                    .map(|v| (value_text(v), "the params file"))
+                    .map(|v| (value_text(v), sources.file_is))
             })
             .map(Ok)
             .or_else(|| match p.source() {

@@ -71,6 +71,7 @@ const RUNBOOK_FIELDS: &[&str] = &[
     "aws",
     "params",
     "escalation",
+    "triggers",
     "phases",
     "steps",
 ];
@@ -457,6 +458,13 @@ impl<'a> Converter<'a> {
                 items.iter().filter_map(|i| self.escalation(i)).collect()
             })
             .unwrap_or_default();
+        let triggers = obj
+            .get("triggers")
+            .map(|n| {
+                let items = self.seq(n, "`triggers`");
+                items.iter().filter_map(|i| self.trigger(i)).collect()
+            })
+            .unwrap_or_default();
         let phases = obj
             .get("phases")
             .map(|n| {
@@ -501,8 +509,38 @@ impl<'a> Converter<'a> {
             aws,
             params,
             escalation,
+            triggers,
             phases,
             steps,
+        })
+    }
+
+    fn trigger(&mut self, node: &Node) -> Option<Trigger> {
+        let what = "a trigger";
+        let mut obj = self.obj(node, what)?;
+        let source = match obj.get("source") {
+            Some(n) => self.choice(n, "trigger `source`", &AlertSource::ALL),
+            None => {
+                self.missing(&obj, "source", what);
+                None
+            }
+        };
+        let when = self.opt_string(&mut obj, "when", what);
+        let mut params = IndexMap::new();
+        if let Some(n) = obj.get("params") {
+            if let Some(map) = self.obj(n, "trigger `params`") {
+                for (key, value) in map.entries {
+                    if let Some(expr) = self.string(value, "a trigger parameter expression") {
+                        params.insert(key.name.clone(), expr);
+                    }
+                }
+            }
+        }
+        self.finish(obj, &["source", "when", "params"], what);
+        Some(Trigger {
+            source: source?,
+            when,
+            params,
         })
     }
 

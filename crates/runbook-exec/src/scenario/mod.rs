@@ -111,6 +111,7 @@ pub async fn run(
         crate::params::Sources {
             given: &given,
             file: &serde_json::Map::new(),
+            file_is: "the scenario",
             env: &no_env,
             ssm: &ssm,
             ask: &mut ask,

@@ -1,0 +1,209 @@
+//! Alerts start runbooks: `runbook match` and `runbook exec --alert` on fixture payloads
+//! of every kind (SNS carrying a CloudWatch alarm, EventBridge, Alertmanager, generic
+//! JSON), against the fixture runbooks of `tests/fixtures/alerts/runbooks`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::root;
+use insta_cmd::assert_cmd_snapshot;
+
+const DIR: &str = "tests/fixtures/alerts/runbooks";
+
+fn runbook(state: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    cmd.current_dir(root())
+        .env("NO_COLOR", "1")
+        .env("RUNBOOK_STATE_DIR", state)
+        .env_remove("RUNBOOK_PATH")
+        .args(["--dir", DIR])
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// For snapshots: no state directory (match records nothing), so the recorded command
+/// line is the same on every machine.
+fn matcher() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    cmd.current_dir(root())
+        .env("NO_COLOR", "1")
+        .env_remove("RUNBOOK_PATH")
+        .env_remove("RUNBOOK_STATE_DIR")
+        .args(["--dir", DIR, "match"])
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn payload(name: &str) -> String {
+    format!("tests/fixtures/alerts/{name}.json")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn journals(state: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(state.join("runs"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn match_every_payload_kind() {
+    for name in [
+        "sns-rds-connections",
+        "sns-rds-resolved",
+        "eventbridge-disk",
+        "alertmanager",
+        "webhook",
+        "webhook-bad-param",
+    ] {
+        assert_cmd_snapshot!(format!("match__{name}"), matcher().arg(payload(name)));
+    }
+    assert_cmd_snapshot!(
+        "match__json",
+        matcher().args([&payload("alertmanager"), "--format", "json"])
+    );
+}
+
+#[test]
+fn payloads_that_are_not_alerts_exit_2_and_say_why() {
+    let state = tempfile::tempdir().unwrap();
+    for (name, why) in [
+        ("not-json", "is not valid JSON"),
+        (
+            "unknown",
+            "of no known kind: a JSON object without an alert name",
+        ),
+        (
+            "sns-not-an-alarm",
+            "whose message is not a CloudWatch alarm",
+        ),
+    ] {
+        for cmd in [vec!["match"], vec!["exec", "--yes", "--alert"]] {
+            let mut args = cmd.clone();
+            let p = payload(name);
+            args.push(&p);
+            let out = runbook(state.path()).args(&args).output().unwrap();
+            let (stdout, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+            assert!(stderr.contains(why), "{args:?}: {stderr}");
+        }
+    }
+    assert!(journals(state.path()).is_empty(), "nothing started");
+}
+
+#[test]
+fn exec_alert_runs_the_matching_runbook_with_the_alerts_params_and_records_the_alert() {
+    let state = tempfile::tempdir().unwrap();
+    let marker_dir = tempfile::tempdir().unwrap();
+    let dir_param = format!("dir={}", marker_dir.path().display());
+    let out = runbook(state.path())
+        .args([
+            "exec",
+            "--alert",
+            &payload("sns-rds-connections"),
+            "--yes",
+            "-p",
+            &dir_param,
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("params db_instance=prod-db seen=185"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Count connections on prod-db"), "{stdout}");
+    assert!(marker_dir.path().join("acted").exists(), "the act ran live");
+    let runs = journals(state.path());
+    assert_eq!(runs.len(), 1);
+    let first = std::fs::read_to_string(&runs[0]).unwrap();
+    let started: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert_eq!(started["event"], "run_started");
+    let alert = &started["alert"];
+    assert_eq!(alert["name"], "rds-connections-high", "{first}");
+    assert_eq!(alert["source"], "cloudwatch");
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(alert["dimensions"]["DBInstanceIdentifier"], "prod-db");
+}
+
+#[test]
+fn exec_alert_starts_nothing_for_resolved_unmatched_or_unusable_alerts() {
+    let state = tempfile::tempdir().unwrap();
+    // Resolved: nothing starts, exit 0, saying so.
+    let out = runbook(state.path())
+        .args(["exec", "--yes", "--alert", &payload("sns-rds-resolved")])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("nothing to start: no alert is firing: rds-connections-high (resolved)"),
+        "{stdout}"
+    );
+    // Matches nothing (a named runbook that does not answer it): exit 0, saying so.
+    let out = runbook(state.path())
+        .args([
+            "exec",
+            "log-cleanup",
+            "--yes",
+            "--alert",
+            &payload("sns-rds-connections"),
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "nothing to start: no runbook named log-cleanup answers rds-connections-high"
+        ),
+        "{stdout}"
+    );
+    // A parameter that fails its pattern: which and why, exit 2.
+    let out = runbook(state.path())
+        .args(["exec", "--yes", "--alert", &payload("webhook-bad-param")])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("alert disk_full cannot start disk-alert")
+            && stderr.contains("parameter `host` from the alert: `` does not match the pattern"),
+        "{stderr}"
+    );
+    // Two runbooks answer: name one.
+    let out = runbook(state.path())
+        .args(["exec", "--yes", "--alert", &payload("webhook")])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("2 runbooks answer this alert: disk-alert, log-cleanup"),
+        "{stderr}"
+    );
+    assert!(journals(state.path()).is_empty(), "nothing started");
+    // Named, it runs.
+    let out = runbook(state.path())
+        .args([
+            "exec",
+            "disk-alert",
+            "--yes",
+            "--alert",
+            &payload("webhook"),
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("Usage on web-1"), "{stdout}");
+}
