@@ -61,10 +61,14 @@ pub(crate) struct Found {
 }
 
 /// Every valid runbook on the search path (or just `only`) that answers `alert`.
-pub(crate) fn find(cli: &Cli, alert: &Alert, only: Option<&str>) -> anyhow::Result<Vec<Found>> {
+pub(crate) fn find(
+    dirs: &[PathBuf],
+    alert: &Alert,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<Found>> {
     let paths = match only {
-        Some(name) => vec![library::resolve(name, &cli.dirs)?],
-        None => library::all_of(&cli.dirs, Kind::Runbooks)?,
+        Some(name) => vec![library::resolve(name, dirs)?],
+        None => library::all_of(dirs, Kind::Runbooks)?,
     };
     let mut out = Vec::new();
     for path in paths {
@@ -130,7 +134,7 @@ pub fn run_match(cli: &Cli, args: &MatchArgs) -> anyhow::Result<Exit> {
     };
     let mut report = Vec::new();
     for a in &payload.alerts {
-        report.push((a, find(cli, a, None)?));
+        report.push((a, find(&cli.dirs, a, None)?));
     }
     match args.format {
         MatchFormat::Json => {

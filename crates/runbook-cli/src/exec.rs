@@ -42,6 +42,9 @@ pub struct ExecArgs {
     /// Parameter values from a YAML or JSON file (an object); --param wins
     #[arg(long, value_name = "FILE")]
     pub params_file: Option<PathBuf>,
+    /// Take the parameters of an earlier run (e.g. the dry run an alert started); --param wins
+    #[arg(long, value_name = "RUN")]
+    pub params_from: Option<String>,
     /// Run checks live, show what acts would do, change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -135,14 +138,19 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             Some(path) => read_params_file(path)?,
             None => serde_json::Map::new(),
         };
-        // An alert's parameters win over a params file; --param wins over both.
+        // An earlier run's parameters win over a params file, an alert's over both;
+        // --param wins over everything.
+        if let Some(run) = &args.params_from {
+            file.extend(params_of_run(cli, run, &rb.name.value)?);
+        }
         if let Some((_, params)) = &from_alert {
             file.extend(params.clone());
         }
-        let file_is = match (&from_alert, &args.params_file) {
-            (None, _) => "the params file",
-            (Some(_), None) => "the alert",
-            (Some(_), Some(_)) => "the alert or the params file",
+        let file_is = match (&from_alert, &args.params_from, &args.params_file) {
+            (None, None, _) => "the params file",
+            (Some(_), None, None) => "the alert",
+            (None, Some(_), None) => "the earlier run",
+            _ => "the alert, the earlier run or the params file",
         };
         let resolved = resolve_params(&rb, &given, &file, file_is, interactive, &args.run.aws)?;
         let from = match &args.from {
@@ -182,6 +190,37 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             Start::From(from),
         )
     })
+}
+
+/// The parameters a recorded run started with (secret ones, recorded as `***`, are left
+/// out: they come from their sources again). The run must be of the same runbook.
+fn params_of_run(
+    cli: &Cli,
+    run: &str,
+    runbook: &str,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let store = Store::locate(cli.state_dir.as_deref())?;
+    let path = store.resolve(run).map_err(crate::audit::with_hint)?;
+    let read = runbook_exec::journal::read(&path)?;
+    let Some(runbook_exec::event::Event::RunStarted {
+        runbook: of,
+        params,
+        ..
+    }) = read.records.first().map(|r| &r.event)
+    else {
+        bail!(
+            "--params-from {run}: {} does not start with run_started",
+            path.display()
+        );
+    };
+    if of != runbook {
+        bail!("--params-from {run}: that run is of {of}, not {runbook}");
+    }
+    Ok(params
+        .iter()
+        .filter(|(_, v)| v.as_str() != Some(runbook_exec::mask::MASK))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
 }
 
 /// The runbook an alert starts and the parameters its trigger gives; or the exit code
@@ -229,7 +268,7 @@ fn alert_start(
     }
     let mut found = Vec::new();
     for a in &firing {
-        for f in crate::alerts::find(cli, a, only)? {
+        for f in crate::alerts::find(&cli.dirs, a, only)? {
             found.push(((*a).clone(), f));
         }
     }

@@ -15,6 +15,7 @@ mod fuzz;
 mod library;
 mod replay;
 mod scenarios;
+mod serve;
 mod table;
 mod terminal;
 
@@ -137,6 +138,8 @@ pub enum Command {
     Resume(exec::ResumeArgs),
     /// Which runbooks answer an alert payload, and the parameters each would get
     Match(alerts::MatchArgs),
+    /// Receive alerts over HTTP and dry-run the runbooks they trigger; post the findings
+    Serve(serve::ServeArgs),
     /// Recorded runs: list them, show a timeline, verify a journal's hash chain
     Audit {
         #[command(subcommand)]
@@ -202,6 +205,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Exec(args) => exec::exec(cli, args),
         Command::Resume(args) => exec::resume(cli, args),
         Command::Match(args) => alerts::run_match(cli, args),
+        Command::Serve(args) => serve::serve(cli, args),
         Command::Audit { command } => audit::audit(cli, command),
         Command::Test(args) => scenarios::test(cli, args),
         Command::Diff(args) => diff::diff(cli, args),
