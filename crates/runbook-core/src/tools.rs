@@ -81,7 +81,7 @@ const WRAPPERS: &[&str] = &[
 /// The programs `script` calls, in order of first use, each once.
 pub fn programs(script: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for command in simple_commands(script) {
+    for command in simple_commands(&without_templates(script)) {
         if let Some(p) = program_of(&command) {
             if !out.contains(&p) {
                 out.push(p);
@@ -129,6 +129,46 @@ pub fn not_found_in(stderr: &str) -> Vec<String> {
     out
 }
 
+/// Each `{{...}}` (and `{{{...}}}`) replaced by a word that is not a program: what a
+/// template inserts is not known here, and its helpers (`eq`, `join`) are not commands.
+fn without_templates(script: &str) -> String {
+    let mut out = String::with_capacity(script.len());
+    let mut rest = script;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        match after.find("}}") {
+            Some(end) => {
+                let inner = after[2..end]
+                    .trim_start_matches('{')
+                    .trim_start_matches('~')
+                    .trim();
+                // Block helpers (`{{#if}}`, `{{else}}`, `{{/each}}`) separate commands;
+                // a value stands where it is.
+                if inner.starts_with('#') || inner.starts_with('/') || inner == "else" {
+                    out.push('\n');
+                } else {
+                    out.push_str(TEMPLATE);
+                }
+                let mut skip = end + 2;
+                while after[skip..].starts_with('}') {
+                    skip += 1;
+                }
+                rest = &after[skip..];
+            }
+            None => {
+                out.push_str(after);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What a template stands for while reading a script.
+const TEMPLATE: &str = "$TEMPLATE";
+
 fn program_of(words: &[String]) -> Option<String> {
     let mut wrapped = false;
     for w in words {
@@ -153,8 +193,7 @@ fn program_of(words: &[String]) -> Option<String> {
             }
             return None;
         }
-        if w.contains("{{")
-            || w.contains('$')
+        if w.contains('$')
             || w.starts_with('-')
             || w.starts_with('<')
             || w.starts_with('>')
@@ -189,6 +228,8 @@ fn simple_commands(script: &str) -> Vec<Vec<String>> {
     let mut word = String::new();
     let mut in_word = false;
     let mut heredoc: Option<String> = None;
+    // Open `(`/`$(`: a `)` with none open ends a `case` pattern.
+    let mut depth = 0usize;
     let mut pending_heredoc: Option<String> = None;
     let mut lines = script.split_inclusive('\n').peekable();
     let flush_word = |word: &mut String, words: &mut Vec<String>, in_word: &mut bool| {
@@ -220,6 +261,7 @@ fn simple_commands(script: &str) -> Vec<Vec<String>> {
                         quote = None;
                     } else if q == '"' && c == '$' && chars.get(i + 1) == Some(&'(') {
                         // A command substitution inside double quotes starts a command.
+                        depth += 1;
                         flush_word(&mut word, &mut words, &mut in_word);
                         flush_cmd(&mut words, &mut commands);
                         quote = None;
@@ -286,11 +328,35 @@ fn simple_commands(script: &str) -> Vec<Vec<String>> {
                         in_word = true;
                         i = j;
                     }
-                    ';' | '&' | '|' | '\n' | '`' | '(' | ')' => {
+                    ')' => {
+                        flush_word(&mut word, &mut words, &mut in_word);
+                        if depth == 0 {
+                            // The end of a `case` pattern (`''|None)`): not a command.
+                            words.clear();
+                        } else {
+                            depth -= 1;
+                            flush_cmd(&mut words, &mut commands);
+                        }
+                        // `$(date).sql`: what follows is part of the outer word.
+                        if chars
+                            .get(i + 1)
+                            .is_some_and(|n| !n.is_whitespace() && !";&|)".contains(*n))
+                        {
+                            word.push('$');
+                            in_word = true;
+                        }
+                    }
+                    '(' => {
+                        depth += 1;
+                        flush_word(&mut word, &mut words, &mut in_word);
+                        flush_cmd(&mut words, &mut commands);
+                    }
+                    ';' | '&' | '|' | '\n' | '`' => {
                         flush_word(&mut word, &mut words, &mut in_word);
                         flush_cmd(&mut words, &mut commands);
                     }
                     '$' if chars.get(i + 1) == Some(&'(') => {
+                        depth += 1;
                         flush_word(&mut word, &mut words, &mut in_word);
                         flush_cmd(&mut words, &mut commands);
                         i += 1;
@@ -374,6 +440,22 @@ mod tests {
         assert_eq!(
             programs("echo \"$(curl -s http://x | jq .a)\" # uses jq"),
             ["curl", "jq"]
+        );
+    }
+
+    #[test]
+    fn templates_case_patterns_and_words_after_substitutions_are_not_commands() {
+        assert_eq!(
+            programs("{{#if (eq params.x \"latest\")}}aws rds x{{/if}}"),
+            ["aws"]
+        );
+        assert_eq!(
+            programs("f=backup_$(date +%s).sql; pg_dump > \"$f\""),
+            ["date", "pg_dump"]
+        );
+        assert_eq!(
+            programs("case \"$x\" in\n  ''|None) echo none ;;\n  *) ls ;;\nesac"),
+            ["ls"]
         );
     }
 
