@@ -80,10 +80,21 @@ const WRAPPERS: &[&str] = &[
 
 /// The programs `script` calls, in order of first use, each once.
 pub fn programs(script: &str) -> Vec<String> {
+    static FUNCTION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?m)(?:^|[;&|{(]\s*)(?:function\s+([A-Za-z_][A-Za-z0-9_-]*)|([A-Za-z_][A-Za-z0-9_-]*)\s*\(\s*\))",
+        )
+        .unwrap_or_else(|_| unreachable!("a valid regex"))
+    });
+    // Functions the script defines are called like programs but are not on PATH.
+    let functions: Vec<&str> = FUNCTION
+        .captures_iter(script)
+        .filter_map(|c| c.get(1).or_else(|| c.get(2)).map(|m| m.as_str()))
+        .collect();
     let mut out: Vec<String> = Vec::new();
     for command in simple_commands(&without_templates(script)) {
         if let Some(p) = program_of(&command) {
-            if !out.contains(&p) {
+            if !out.contains(&p) && !functions.contains(&p.as_str()) {
                 out.push(p);
             }
         }
@@ -171,8 +182,13 @@ const TEMPLATE: &str = "$TEMPLATE";
 
 fn program_of(words: &[String]) -> Option<String> {
     let mut wrapped = false;
+    let mut name_follows = false;
     for w in words {
-        if w.is_empty() {
+        if w.is_empty() || std::mem::take(&mut name_follows) {
+            continue;
+        }
+        if w == "function" {
+            name_follows = true;
             continue;
         }
         // Assignments before the command, options of a wrapper (`timeout 5`, `env -i`).
@@ -230,6 +246,8 @@ fn simple_commands(script: &str) -> Vec<Vec<String>> {
     let mut heredoc: Option<String> = None;
     // Open `(`/`$(`: a `)` with none open ends a `case` pattern.
     let mut depth = 0usize;
+    // A quoted string may span lines.
+    let mut quote: Option<char> = None;
     let mut pending_heredoc: Option<String> = None;
     let mut lines = script.split_inclusive('\n').peekable();
     let flush_word = |word: &mut String, words: &mut Vec<String>, in_word: &mut bool| {
@@ -252,14 +270,17 @@ fn simple_commands(script: &str) -> Vec<Vec<String>> {
         }
         let chars: Vec<char> = line.chars().collect();
         let mut i = 0;
-        let mut quote: Option<char> = None;
         while i < chars.len() {
             let c = chars[i];
             match quote {
                 Some(q) => {
                     if c == q {
                         quote = None;
-                    } else if q == '"' && c == '$' && chars.get(i + 1) == Some(&'(') {
+                    } else if q == '"'
+                        && c == '$'
+                        && chars.get(i + 1) == Some(&'(')
+                        && chars.get(i + 2) != Some(&'(')
+                    {
                         // A command substitution inside double quotes starts a command.
                         depth += 1;
                         flush_word(&mut word, &mut words, &mut in_word);
@@ -456,6 +477,27 @@ mod tests {
         assert_eq!(
             programs("case \"$x\" in\n  ''|None) echo none ;;\n  *) ls ;;\nesac"),
             ["ls"]
+        );
+    }
+
+    #[test]
+    fn functions_and_multi_line_strings_are_not_commands() {
+        assert_eq!(
+            programs("state() { aws ecs describe-services; }\nstate | jq .x"),
+            ["aws", "jq"]
+        );
+        assert_eq!(programs("function check { curl -s x; }; check"), ["curl"]);
+        assert_eq!(
+            programs("awk '\nBEGIN { x = 1 }\n{ rs = $1 }\n' file; sort f"),
+            ["awk", "sort"]
+        );
+        assert_eq!(
+            programs("jq -r \"\n  .rules[] | select(.FromPort == 8000)\n  || (.x)\" f"),
+            ["jq"]
+        );
+        assert_eq!(
+            programs("now=$(date +%s)\necho \"{\\\"start\\\": $(( (now - 3600) * 1000 ))}\""),
+            ["date"]
         );
     }
 

@@ -207,7 +207,8 @@ impl<'a> Validator<'a> {
     fn reads(&self, plan: &Plan) -> Vec<Vec<usize>> {
         self.analyzed
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 let templates = a
                     .templates
                     .iter()
@@ -220,8 +221,13 @@ impl<'a> Validator<'a> {
                     .filter_map(|c| c.as_ref().as_ref().ok())
                     .flat_map(|c| c.names.iter());
                 let names: Vec<&Vec<String>> = templates.chain(conditions).collect();
+                // The whole `steps` map (`"a" in steps`, `has(steps.a)`): every step that
+                // can have run before this one. Never itself or what follows it: waiting
+                // for those would wait forever.
                 if names.iter().any(|n| n.len() == 1 && n[0] == "steps") {
-                    return (0..plan.order.len()).collect();
+                    return (0..plan.order.len())
+                        .filter(|&s| s != i && plan.is_ancestor(s, i))
+                        .collect();
                 }
                 let mut out: Vec<usize> = names
                     .iter()

@@ -934,3 +934,41 @@ steps:
         ]
     );
 }
+
+/// A branch may ask whether an act ran (`"a" in steps`): it reads the steps before it,
+/// never waits on itself or what follows (that deadlocked and then reported success).
+#[tokio::test(start_paused = true)]
+async fn a_branch_on_the_whole_steps_map_reads_the_steps_before_it() {
+    let steps = r#"steps:
+  - { id: a, kind: act, title: A, confirm: ok?, shell: a }
+  - { id: v, kind: verify, title: V, shell: v }
+  - id: b
+    kind: branch
+    title: Did the act run?
+    cases: [{ when: '"a" in steps', goto: ran }]
+    default: skipped_it
+  - { id: ran, kind: check, title: Ran, shell: ran }
+  - { id: skipped_it, kind: check, title: Skipped, shell: skipped }
+"#;
+    let script = [
+        ("a", ok()),
+        ("v", ok()),
+        ("ran", ok()),
+        ("skipped_it", ok()),
+    ];
+    let r = run_with(
+        steps,
+        &script,
+        &[Answer::Approve],
+        Options::default(),
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(r.status("ran"), Succeeded);
+    assert_eq!(r.status("skipped_it"), Skipped);
+    let r = run_with(steps, &script, &[Answer::Skip], Options::default(), |_| {}).await;
+    assert_eq!(r.report.status, RunStatus::Succeeded);
+    assert_eq!(r.status("ran"), Skipped);
+    assert_eq!(r.status("skipped_it"), Succeeded);
+}

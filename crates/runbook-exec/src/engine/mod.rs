@@ -504,6 +504,19 @@ impl Engine {
             }
         }
 
+        // A step that could start but never did (it waits on values that never come) is
+        // a runbook the validator should have refused: never report such a run as
+        // succeeded.
+        if stopping.is_none() {
+            for &i in &plan.order {
+                if states[i].undecided() && ready(plan, &states, i).is_some() {
+                    states[i].message = Some(
+                        "never started: it waits for values of steps that did not finish".into(),
+                    );
+                    stopping = Some(RunStatus::RunbookError);
+                }
+            }
+        }
         phases.settle(&sh, &states);
         phases.finish(&sh, &states);
         let status = stopping.unwrap_or(RunStatus::Succeeded);
