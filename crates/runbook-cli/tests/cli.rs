@@ -197,7 +197,16 @@ fn plan_json_is_machine_readable() {
     assert_eq!(saturated["default"]["goto"], "pool_size");
     assert_eq!(
         saturated["default"]["skips"],
-        serde_json::json!(["long_queries", "terminate"])
+        serde_json::json!([
+            "long_queries",
+            "any_long",
+            "terminate",
+            "terminated",
+            "idle_sessions",
+            "reduce_pool",
+            "unreachable",
+            "reachable_again"
+        ])
     );
 }
 

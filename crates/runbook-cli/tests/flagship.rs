@@ -46,6 +46,44 @@ impl Drop for Sleepers {
     }
 }
 
+/// Sessions that are connected and idle: psql waiting on a stdin that never sends.
+fn idle(pg: &Postgres, n: usize) -> Sleepers {
+    let idle = Sleepers(
+        (0..n)
+            .map(|_| {
+                Command::new("psql")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &pg.port.to_string(),
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "postgres",
+                    ])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let count: usize = pg
+            .sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle' AND application_name = 'psql'")
+            .parse()
+            .unwrap();
+        if count >= n {
+            break idle;
+        }
+        assert!(Instant::now() < until, "the idle sessions did not connect");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn saturate(pg: &Postgres, n: usize) -> Sleepers {
     let sleepers = Sleepers(
         (0..n)
@@ -104,6 +142,7 @@ fn db_connection_error_finds_and_terminates_long_queries() {
     ]);
     let pg = Postgres::start();
     let mut sleepers = saturate(&pg, 5);
+    let mut idle_sessions = idle(&pg, 2);
     let state = tempfile::tempdir().unwrap();
     let port = format!("db_port={}", pg.port);
     let args = [
@@ -150,8 +189,8 @@ fn db_connection_error_finds_and_terminates_long_queries() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(
-        stdout.contains("count = 6"),
-        "five sleepers and the probe itself:\n{stdout}"
+        stdout.contains("count = 8"),
+        "five sleepers, two idle sessions and the probe itself:\n{stdout}"
     );
     assert!(stdout.contains("✓ act    terminate ok"), "{stdout}");
     assert!(stdout.contains("✓ verify recovered ok"), "{stdout}");
@@ -165,6 +204,16 @@ fn db_connection_error_finds_and_terminates_long_queries() {
         assert!(Instant::now() < until, "the long queries are still running");
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // Exactly the listed long queries went; the idle sessions are still connected.
+    assert!(
+        idle_sessions
+            .0
+            .iter_mut()
+            .all(|c| c.try_wait().unwrap().is_none()),
+        "an idle session was terminated"
+    );
+    drop(idle_sessions);
 
     // The record: verified, and the incident timeline names the change.
     let out = runbook(state.path())
@@ -201,4 +250,85 @@ fn db_connection_error_finds_and_terminates_long_queries() {
     assert!(stdout.contains("ESCALATE now:"), "{stdout}");
     assert!(stdout.contains("on-call (oncall@example.com)"), "{stdout}");
     assert!(stdout.contains("DBInstanceNotFound"), "{stdout}");
+}
+
+/// Saturated by idle sessions, with no long query: the run never asks to terminate
+/// anything; it goes to the idle-session advice, and the verify passes once the
+/// sessions are gone (they are closed when the advice has been acknowledged).
+#[test]
+fn db_connection_error_with_no_long_query_never_asks_to_terminate() {
+    use std::io::BufRead;
+    aws_cli(&[
+        "rds",
+        "create-db-instance",
+        "--db-instance-identifier",
+        "idle-db",
+        "--db-instance-class",
+        "db.t3.micro",
+        "--engine",
+        "postgres",
+        "--master-username",
+        "postgres",
+        "--master-user-password",
+        "not-a-real-password",
+        "--allocated-storage",
+        "20",
+    ]);
+    let pg = Postgres::start();
+    let sessions = idle(&pg, 5);
+    let state = tempfile::tempdir().unwrap();
+    let port = format!("db_port={}", pg.port);
+    let mut child = runbook(state.path())
+        .args([
+            "exec",
+            "db-connection-error",
+            "-p",
+            &port,
+            "-p",
+            "db_instance=idle-db",
+            "-p",
+            "max_connections=5",
+            "-p",
+            "long_query_seconds=1",
+            "--yes",
+            "--auto-manual",
+            "--output",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = Vec::new();
+    let mut sessions = Some(sessions);
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+        // The advice was acknowledged: the leaking clients go away.
+        if e["event"] == "step_finished" && e["step"] == "reduce_pool" {
+            drop(sessions.take());
+        }
+        events.push(e);
+    }
+    let status = child.wait().unwrap();
+    let path: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step_started" && e["attempt"] == 1)
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert!(status.success(), "{path:?}\n{events:#?}");
+    assert!(
+        path.contains(&"idle_sessions") && path.contains(&"reduce_pool"),
+        "{path:?}"
+    );
+    assert!(!path.contains(&"terminate"), "{path:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "asked" && e["step"] == "terminate"),
+        "asked to terminate with no long query"
+    );
+    assert!(events.iter().any(|e| e["event"] == "step_finished"
+        && e["step"] == "terminate"
+        && e["status"] == "skipped"));
+    assert_eq!(events.last().unwrap()["status"], "succeeded");
 }
