@@ -207,3 +207,88 @@ fn exec_alert_starts_nothing_for_resolved_unmatched_or_unusable_alerts() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("Usage on web-1"), "{stdout}");
 }
+
+/// The library answers the alarms of the operations design: each one starts the runbook
+/// of its procedure, with the params the alarm gives (and nothing else matches).
+/// A payload and, per alert in it, the runbook it starts and the params it gives.
+type Expected<'a> = (&'a str, &'a [(&'a str, &'a [(&'a str, &'a str)])]);
+
+#[test]
+fn the_library_answers_the_seeds_alarms() {
+    let cases: &[Expected] = &[
+        (
+            "sns-rds-connections",
+            &[("db-connection-error", &[("db_instance", "prod-db")])],
+        ),
+        (
+            "eventbridge-disk",
+            &[("disk-full", &[("mount", "/"), ("threshold", "90")])],
+        ),
+        (
+            "library/sns-rds-storage",
+            &[("disk-full", &[("db_instance", "prod-db")])],
+        ),
+        (
+            "library/sns-ecs-cpu-high",
+            &[(
+                "alb-slow-responses",
+                &[
+                    ("cluster", "portfolio-cluster"),
+                    ("service", "portfolio-api-service"),
+                ],
+            )],
+        ),
+        (
+            "library/eventbridge-response-time",
+            &[("alb-slow-responses", &[])],
+        ),
+        (
+            "library/eventbridge-alb-unhealthy",
+            &[("alb-unhealthy-targets", &[])],
+        ),
+        ("library/sns-health-check", &[("app-not-responding", &[])]),
+        (
+            "library/eventbridge-dynamodb-throttle",
+            &[("dynamodb-throttling", &[("table", "portfolio-users")])],
+        ),
+        (
+            "library/alertmanager-error-rate-and-disk",
+            &[
+                ("outage-response", &[]),
+                ("disk-full", &[("mount", "/var"), ("threshold", "90")]),
+            ],
+        ),
+    ];
+    for (payload_name, expected) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .current_dir(root())
+            .env("NO_COLOR", "1")
+            .env_remove("RUNBOOK_PATH")
+            .args(["--dir", "runbooks", "match", "--format", "json"])
+            .arg(payload(payload_name))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{payload_name}: {stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let alerts = v["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), expected.len(), "{payload_name}: {stdout}");
+        for (alert, (runbook, params)) in alerts.iter().zip(expected.iter()) {
+            let matches = alert["matches"].as_array().unwrap();
+            assert_eq!(matches.len(), 1, "{payload_name}: {stdout}");
+            let m = &matches[0];
+            assert_eq!(m["runbook"], *runbook, "{payload_name}: {stdout}");
+            assert_eq!(m["starts"], true, "{payload_name}: {stdout}");
+            let got = m["params"].as_object().unwrap();
+            assert_eq!(got.len(), params.len(), "{payload_name}: {stdout}");
+            for (k, want) in params.iter() {
+                let value = match &got[*k] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                assert_eq!(value, *want, "{payload_name} {k}: {stdout}");
+            }
+        }
+    }
+}

@@ -180,6 +180,17 @@ steps:
         ),
     )
     .unwrap();
+    serve_dir(receiver, &books, extra_toml, dir, marker)
+}
+
+/// `runbook serve` on a free port over the runbooks of `books`.
+fn serve_dir(
+    receiver: &Receiver,
+    books: &Path,
+    extra_toml: &str,
+    dir: tempfile::TempDir,
+    marker: PathBuf,
+) -> Serve {
     let config = dir.path().join("runbook.toml");
     std::fs::write(
         &config,
@@ -195,7 +206,7 @@ steps:
         .env("NO_COLOR", "1")
         .env_remove("RUNBOOK_SERVE_TOKEN")
         .args(["--dir"])
-        .arg(&books)
+        .arg(books)
         .arg("--state-dir")
         .arg(state.path())
         .arg("serve")
@@ -592,4 +603,75 @@ fn a_real_alertmanager_delivers_an_alert_that_starts_the_diagnosis() {
     assert_eq!(findings["acts"][0]["step"], "terminate");
     assert_eq!(journals(s.state.path()).len(), 1);
     assert!(!s.marker.exists());
+}
+
+/// The library itself answers the seeds' alarms: an Alertmanager webhook with a disk
+/// alert (node_exporter labels, the rule's threshold) starts `disk-full`'s checks on the
+/// alerted mount point; the findings list what would be cleaned up, and nothing is.
+#[test]
+fn a_library_runbook_answers_a_disk_alert_with_its_checks_and_withholds_its_acts() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("data");
+    std::fs::create_dir(&mount).unwrap();
+    let marker = dir.path().join("unused");
+    let s = serve_dir(&receiver, &root().join("runbooks"), "", dir, marker);
+    let alert = serde_json::json!({
+        "version": "4",
+        "status": "firing",
+        "receiver": "runbook",
+        "groupLabels": {"alertname": "NodeFilesystemAlmostFull"},
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "NodeFilesystemAlmostFull", "instance": "web-1:9100", "mountpoint": mount.display().to_string()},
+            "annotations": {"summary": "filesystem almost full", "value": "93", "threshold": "1"},
+            "startsAt": "2026-12-05T03:02:00Z",
+            "fingerprint": "0f1e2d3c4b5a6978"
+        }]
+    });
+    let (code, body) = post(
+        &format!("{}/alertmanager", s.url),
+        Some(&bearer()),
+        alert.to_string().as_bytes(),
+    );
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["started"][0]["runbook"], "disk-full", "{body}");
+    let findings = loop {
+        let v = receiver.next("json");
+        if v.get("run_id").is_some() {
+            break v;
+        }
+    };
+    assert_eq!(findings["runbook"], "disk-full", "{findings}");
+    let text = findings.to_string();
+    // The checks ran live on the alerted mount point, with the rule's threshold.
+    assert!(text.contains(&mount.display().to_string()), "{text}");
+    assert!(text.contains("threshold"), "{text}");
+    // The clean-up is listed as acts the on-call would approve, none executed.
+    let acts = findings["acts"].as_array().unwrap();
+    assert!(acts.iter().any(|a| a["step"] == "clean_logs"), "{findings}");
+    let runs = journals(s.state.path());
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let journal = std::fs::read_to_string(&runs[0]).unwrap();
+    assert!(journal.contains(r#""mode":"dry-run""#));
+    assert!(journal.contains(r#""operator":"alert:alertmanager/NodeFilesystemAlmostFull""#));
+    // Every act of the run ended not executed, and printed nothing.
+    let events: Vec<serde_json::Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let acts: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step_started" && e["kind"] == "act")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert!(acts.contains(&"clean_logs"), "{journal}");
+    for e in &events {
+        if acts.contains(&e["step"].as_str().unwrap_or("")) {
+            assert!(e["event"] != "output", "an act ran from an alert: {e}");
+            if e["event"] == "step_finished" {
+                assert_eq!(e["status"], "not_executed", "{e}");
+            }
+        }
+    }
 }

@@ -37,6 +37,8 @@ pub const ALERT_FIELDS: &[(&str, cond::Ty)] = &[
     ("fingerprint", cond::Ty::String),
     ("value", cond::Ty::Double),
     ("threshold", cond::Ty::Double),
+    ("metric", cond::Ty::String),
+    ("namespace", cond::Ty::String),
     ("labels", cond::Ty::Map),
     ("dimensions", cond::Ty::Map),
     ("annotations", cond::Ty::Map),

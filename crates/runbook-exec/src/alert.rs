@@ -80,6 +80,11 @@ pub struct Alert {
     pub value: Option<f64>,
     /// The threshold, when the payload says.
     pub threshold: Option<f64>,
+    /// The alarm's metric (`DatabaseConnections`, `disk_used_percent`), empty when the
+    /// payload does not say (Alertmanager: its rules carry labels instead).
+    pub metric: String,
+    /// The metric's namespace (`AWS/RDS`, `CWAgent`), empty when the payload does not say.
+    pub namespace: String,
     /// Labels (Alertmanager, webhook).
     pub labels: Map<String, Value>,
     /// Metric dimensions (CloudWatch).
@@ -103,6 +108,8 @@ impl Alert {
             "fingerprint": self.fingerprint,
             "value": self.value,
             "threshold": self.threshold,
+            "metric": self.metric,
+            "namespace": self.namespace,
             "labels": self.labels,
             "dimensions": self.dimensions,
             "annotations": self.annotations,
@@ -274,6 +281,29 @@ fn cloudwatch_message(alarm: &Map<String, Value>, raw: &Value) -> Alert {
     let reason = text("NewStateReason");
     let name = text("AlarmName");
     let arn = text("AlarmArn");
+    // A plain alarm names its metric in the trigger; a metric-math alarm lists metrics.
+    let field = |k: &str| {
+        trigger
+            .and_then(|t| t.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let first_metric = trigger
+        .and_then(|t| t.get("Metrics"))
+        .and_then(Value::as_array)
+        .and_then(|ms| ms.iter().find_map(|m| m.get("MetricStat")?.get("Metric")));
+    let of_first = |k: &str| {
+        first_metric
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let metric = field("MetricName")
+        .or_else(|| of_first("MetricName"))
+        .unwrap_or_default();
+    let namespace = field("Namespace")
+        .or_else(|| of_first("Namespace"))
+        .unwrap_or_default();
     Alert {
         source: AlertSource::Cloudwatch,
         kind: PayloadKind::Sns,
@@ -290,6 +320,8 @@ fn cloudwatch_message(alarm: &Map<String, Value>, raw: &Value) -> Alert {
             arn
         },
         name,
+        metric,
+        namespace,
         labels: Map::new(),
         dimensions,
         annotations: Map::new(),
@@ -322,13 +354,19 @@ fn eventbridge(obj: &Map<String, Value>) -> Result<Payload, PayloadError> {
         .and_then(|s| s.get("reasonData"))
         .and_then(Value::as_str)
         .and_then(|t| serde_json::from_str(t).ok());
+    // The first metric with a statistic (a metric-math alarm lists expressions too).
     let metric = detail
         .get("configuration")
         .and_then(|c| c.get("metrics"))
         .and_then(Value::as_array)
-        .and_then(|m| m.first())
-        .and_then(|m| m.get("metricStat"))
-        .and_then(|m| m.get("metric"));
+        .and_then(|ms| ms.iter().find_map(|m| m.get("metricStat")?.get("metric")));
+    let metric_text = |k: &str| {
+        metric
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let dimensions = metric
         .and_then(|m| m.get("dimensions"))
         .and_then(Value::as_object)
@@ -369,6 +407,8 @@ fn eventbridge(obj: &Map<String, Value>) -> Result<Payload, PayloadError> {
             fingerprint,
             value,
             threshold,
+            metric: metric_text("name"),
+            namespace: metric_text("namespace"),
             labels: Map::new(),
             dimensions,
             annotations: Map::new(),
@@ -439,6 +479,8 @@ fn alertmanager(obj: &Map<String, Value>) -> Result<Payload, PayloadError> {
             time: text("startsAt"),
             value: annotation("value").and_then(|v| v.trim().parse().ok()),
             threshold: annotation("threshold").and_then(|v| v.trim().parse().ok()),
+            metric: String::new(),
+            namespace: String::new(),
             name,
             fingerprint,
             labels,
@@ -496,6 +538,8 @@ fn webhook(obj: &Map<String, Value>, raw: &Value) -> Result<Payload, PayloadErro
             time: text(&["time", "timestamp", "startsAt"]).unwrap_or_default(),
             value: number("value"),
             threshold: number("threshold"),
+            metric: text(&["metric"]).unwrap_or_default(),
+            namespace: text(&["namespace"]).unwrap_or_default(),
             fingerprint,
             name,
             labels,
