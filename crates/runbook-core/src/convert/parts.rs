@@ -116,10 +116,24 @@ impl Converter<'_> {
             .get("instance_ids")
             .map(|n| self.string_list(n, "an instance id"))
             .unwrap_or_default();
-        let tags = obj
-            .get("tags")
+        let tags_node = obj.get("tags");
+        let tags = tags_node
             .map(|n| self.list_map(n, "`tags`"))
             .unwrap_or_default();
+        if let Some(node) = tags_node.filter(|_| !instance_ids.is_empty()) {
+            // AWS takes instance ids or targets, not both: the tags would be ignored.
+            self.push(
+                Diagnostic::new(
+                    Code::FieldNotAllowed,
+                    node.span,
+                    format!("{what} has both `instance_ids` and `tags`"),
+                )
+                .label("these tags would be ignored: `instance_ids` already names the targets")
+                .help(
+                    "keep `instance_ids` to name the instances, or `tags` to select them, not both",
+                ),
+            );
+        }
         let max_concurrency = self
             .opt_string(&mut obj, "max_concurrency", what)
             .map(|s| s.value);

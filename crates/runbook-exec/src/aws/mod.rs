@@ -8,16 +8,15 @@ use std::time::Duration;
 
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ssm::types::{
-    AutomationExecutionStatus, CloudWatchOutputConfig, CommandInvocationStatus, Target,
-};
-use tokio::time::Instant;
-
-use runbook_core::render::SsmCommandCall;
+use aws_sdk_ssm::types::AutomationExecutionStatus;
 
 use crate::action::{ActionResult, Io};
 use crate::event::Stream;
-use crate::ssm::{Automation, AutomationStep, Invocation, command_extras, terminal};
+use crate::ssm::{Automation, AutomationStep};
+
+mod command;
+
+pub use command::{BATCH, run_command};
 
 /// Where the client's settings come from: flags first, then the runbook, then the
 /// environment (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...).
@@ -189,11 +188,13 @@ where
 }
 
 /// Poll interval: 1s, growing to 5s.
-fn next_interval(d: Duration) -> Duration {
+pub(crate) fn next_interval(d: Duration) -> Duration {
     (d * 3 / 2).min(Duration::from_secs(5))
 }
 
-async fn pause(d: Duration, io: &Io<'_>) -> Option<ActionResult> {
+/// Wait `d`, unless the step's deadline passes or the run stops it first: then the
+/// result that ends the action.
+pub(crate) async fn pause(d: Duration, io: &Io<'_>) -> Option<ActionResult> {
     let mut kill = io.kill.clone();
     tokio::select! {
         () = tokio::time::sleep(d) => None,
@@ -204,235 +205,6 @@ async fn pause(d: Duration, io: &Io<'_>) -> Option<ActionResult> {
             Some(ActionResult { killed: true, message: Some("stopped".into()), ..ActionResult::default() })
         }
     }
-}
-
-/// Send a command, wait until every invocation is terminal, and report per instance.
-pub async fn run_command(aws: &Aws, cmd: &SsmCommandCall, io: Io<'_>) -> ActionResult {
-    let mut request = aws
-        .client
-        .send_command()
-        .document_name(&cmd.document)
-        .set_max_concurrency(cmd.max_concurrency.clone())
-        .set_max_errors(cmd.max_errors.clone())
-        .set_comment(cmd.comment.clone())
-        .set_output_s3_bucket_name(cmd.output_s3_bucket.clone())
-        .set_output_s3_key_prefix(cmd.output_s3_prefix.clone());
-    if !cmd.commands.is_empty() {
-        request = request.parameters("commands", cmd.commands.to_vec());
-    }
-    for (k, v) in &cmd.parameters {
-        request = request.parameters(k, v.clone());
-    }
-    if let Some(group) = &cmd.cloudwatch_log_group {
-        request = request.cloud_watch_output_config(
-            CloudWatchOutputConfig::builder()
-                .cloud_watch_log_group_name(group)
-                .cloud_watch_output_enabled(true)
-                .build(),
-        );
-    }
-    if cmd.instance_ids.is_empty() {
-        for (k, v) in &cmd.tags {
-            request = request.targets(
-                Target::builder()
-                    .key(format!("tag:{k}"))
-                    .set_values(Some(v.clone()))
-                    .build(),
-            );
-        }
-    } else {
-        request = request.set_instance_ids(Some(cmd.instance_ids.to_vec()));
-    }
-    let sent = match request.send().await {
-        Ok(s) => s,
-        Err(e) => {
-            return ActionResult {
-                message: Some(explain("ssm:SendCommand", &e)),
-                ..ActionResult::default()
-            };
-        }
-    };
-    let Some(command_id) = sent
-        .command()
-        .and_then(|c| c.command_id())
-        .map(str::to_string)
-    else {
-        return ActionResult {
-            message: Some("ssm:SendCommand returned no command id".into()),
-            ..ActionResult::default()
-        };
-    };
-    io.line(Stream::Stderr, &format!("command {command_id} sent"));
-    let mut results: BTreeMap<String, Invocation> = BTreeMap::new();
-    let mut interval = Duration::from_secs(1);
-    let started = Instant::now();
-    let mut last_progress = String::new();
-    loop {
-        let polled = if cmd.instance_ids.is_empty() {
-            list_invocations(aws, &command_id).await
-        } else {
-            get_invocations(aws, started, &command_id, &cmd.instance_ids, &results).await
-        };
-        match polled {
-            Ok(found) => results.extend(found),
-            Err(e) => {
-                return ActionResult {
-                    message: Some(e),
-                    extra: command_extras(&command_id, &results),
-                    ..ActionResult::default()
-                };
-            }
-        }
-        let total = if cmd.instance_ids.is_empty() {
-            results.len()
-        } else {
-            cmd.instance_ids.len()
-        };
-        let done = results.values().filter(|r| terminal(&r.status)).count();
-        let progress = format!("{done} of {total} instances done");
-        if progress != last_progress {
-            io.line(Stream::Stderr, &progress);
-            last_progress = progress;
-        }
-        // Tag targets: no invocation yet may mean the targets are still being resolved;
-        // after a while it means they match nothing.
-        if total == 0 && started.elapsed() > Duration::from_secs(30) {
-            let _ = aws
-                .client
-                .cancel_command()
-                .command_id(&command_id)
-                .send()
-                .await;
-            return ActionResult {
-                message: Some(format!(
-                    "the tag targets matched no instance (command {command_id} cancelled)"
-                )),
-                extra: command_extras(&command_id, &results),
-                ..ActionResult::default()
-            };
-        }
-        if total > 0 && done == total {
-            break;
-        }
-        if let Some(mut stop) = pause(interval, &io).await {
-            let cancel = aws
-                .client
-                .cancel_command()
-                .command_id(&command_id)
-                .send()
-                .await;
-            let note = match cancel {
-                Ok(_) => format!("command {command_id} cancelled"),
-                Err(e) => explain("ssm:CancelCommand", &e),
-            };
-            stop.message = Some(format!("{}; {note}", stop.message.unwrap_or_default()));
-            stop.extra = command_extras(&command_id, &results);
-            return stop;
-        }
-        interval = next_interval(interval);
-    }
-    crate::ssm::command_result(&command_id, &results, &io)
-}
-
-async fn get_invocations(
-    aws: &Aws,
-    started: Instant,
-    command_id: &str,
-    instance_ids: &[String],
-    known: &BTreeMap<String, Invocation>,
-) -> Result<BTreeMap<String, Invocation>, String> {
-    let mut out = BTreeMap::new();
-    for id in instance_ids {
-        if known.get(id).is_some_and(|r| terminal(&r.status)) {
-            continue;
-        }
-        match aws
-            .client
-            .get_command_invocation()
-            .command_id(command_id)
-            .instance_id(id)
-            .send()
-            .await
-        {
-            Ok(o) => {
-                out.insert(
-                    id.clone(),
-                    Invocation {
-                        status: o
-                            .status()
-                            .map_or("Pending", CommandInvocationStatus::as_str)
-                            .to_string(),
-                        response_code: o.response_code(),
-                        stdout: o.standard_output_content().unwrap_or_default().to_string(),
-                        stderr: o.standard_error_content().unwrap_or_default().to_string(),
-                    },
-                );
-            }
-            // Right after SendCommand the invocation may not exist yet.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_invocation_does_not_exist()) =>
-            {
-                if started.elapsed() > Duration::from_secs(60) {
-                    return Err(format!(
-                        "ssm:GetCommandInvocation: no invocation of command {command_id} on {id} \
-                         after 60s (is the instance running and managed by SSM?)"
-                    ));
-                }
-                out.insert(
-                    id.clone(),
-                    Invocation {
-                        status: "Pending".into(),
-                        response_code: -1,
-                        stdout: String::new(),
-                        stderr: String::new(),
-                    },
-                );
-            }
-            Err(e) => return Err(explain("ssm:GetCommandInvocation", &e)),
-        }
-    }
-    Ok(out)
-}
-
-async fn list_invocations(
-    aws: &Aws,
-    command_id: &str,
-) -> Result<BTreeMap<String, Invocation>, String> {
-    let mut out = BTreeMap::new();
-    let mut pages = aws
-        .client
-        .list_command_invocations()
-        .command_id(command_id)
-        .details(true)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| explain("ssm:ListCommandInvocations", &e))?;
-        for inv in page.command_invocations() {
-            let Some(id) = inv.instance_id() else {
-                continue;
-            };
-            let plugins = inv.command_plugins();
-            out.insert(
-                id.to_string(),
-                Invocation {
-                    status: inv
-                        .status()
-                        .map_or("Pending", CommandInvocationStatus::as_str)
-                        .to_string(),
-                    response_code: plugins.first().map_or(-1, |p| p.response_code()),
-                    stdout: plugins
-                        .iter()
-                        .filter_map(|p| p.output())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    stderr: String::new(),
-                },
-            );
-        }
-    }
-    Ok(out)
 }
 
 /// Start an Automation execution and wait for it to end.
