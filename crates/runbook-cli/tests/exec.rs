@@ -1143,8 +1143,12 @@ mod resume {
     use std::io::{BufRead, BufReader};
 
     /// Start the 10-step runbook, SIGKILL it once `stop_at` says so, resume it, and check
-    /// that every act ran exactly once and the journal verifies.
-    fn crash_and_resume(stop_at: &dyn Fn(&str, usize) -> bool, hold_long: bool) -> String {
+    /// that every act ran exactly once and the journal verifies. The resume's output, and
+    /// the records the killed run left.
+    fn crash_and_resume(
+        stop_at: &dyn Fn(&str, usize) -> bool,
+        hold_long: bool,
+    ) -> (String, Vec<serde_json::Value>) {
         let state = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
         // `long` runs until `go` exists: held, it is surely in flight when killed.
@@ -1183,11 +1187,12 @@ mod resume {
             &["audit", "show", "last", "--format", "json"],
         ))
         .0;
-        let mut open: Vec<String> = Vec::new();
-        for r in records
+        let records: Vec<serde_json::Value> = records
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        {
+            .collect();
+        let mut open: Vec<String> = Vec::new();
+        for r in &records {
             let step = r["step"].as_str().unwrap_or_default().to_string();
             match r["event"].as_str() {
                 Some("step_started") => open.push(step),
@@ -1224,7 +1229,7 @@ mod resume {
         let out = with_state(state.path(), &["audit", "verify", "last"]);
         assert_eq!(code(&out), 0, "{:?}", text(&out));
         assert!(!text(&out).0.contains("no run_finished"));
-        stdout
+        (stdout, records)
     }
 
     #[test]
@@ -1236,8 +1241,26 @@ mod resume {
 
     #[test]
     fn sigkill_in_the_middle_of_a_long_step_then_resume() {
-        let out = crash_and_resume(&|line, _| line.contains("long │ sleeping"), true);
+        let (out, _) = crash_and_resume(&|line, _| line.contains("long │ sleeping"), true);
         assert!(out.contains("long: run again (read-only)"), "{out}");
+    }
+
+    /// Records of checks are synced in groups, but each is written before it is shown:
+    /// a SIGKILL in the middle of a group (a check's output line after the act before it
+    /// synced) loses none of them.
+    #[test]
+    fn sigkill_mid_group_loses_no_record_that_was_shown() {
+        let (_, records) = crash_and_resume(&|line, _| line.contains("long │ sleeping"), true);
+        let shown = records
+            .iter()
+            .any(|r| r["event"] == "output" && r["step"] == "long" && r["line"] == "sleeping");
+        assert!(shown, "{records:?}");
+        assert!(
+            records
+                .iter()
+                .any(|r| r["event"] == "step_started" && r["step"] == "long"),
+            "{records:?}"
+        );
     }
 
     #[test]

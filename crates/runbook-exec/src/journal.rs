@@ -253,9 +253,43 @@ struct Writer {
     file: File,
     seq: u64,
     prev: String,
+    /// Records written since the last fdatasync.
+    unsynced: usize,
+    /// Steps whose current attempt is an act (their end is synced too).
+    acts: std::collections::HashSet<String>,
 }
 
-/// An open journal; as a [`Sink`] it appends and fsyncs every event.
+/// Unsynced records after which the journal syncs anyway: bounds what a power loss
+/// could take from a long run of checks.
+const GROUP: usize = 64;
+
+impl Writer {
+    /// Whether `event` must be durable before the engine goes on: the promises are that
+    /// no act's side effect happens before the journal durably says it is about to
+    /// happen, no act's end is reported before it is durable, an operator's answer is
+    /// durable before it is acted on, and a run's start and end are durable. Every
+    /// other record is written at once (a killed process loses nothing) and synced in
+    /// groups.
+    fn must_sync(&mut self, event: &Event) -> bool {
+        let promised = match event {
+            Event::StepStarted { step, kind, .. } if kind == "act" => {
+                self.acts.insert(step.clone());
+                true
+            }
+            Event::StepFinished { step, .. } => self.acts.remove(step),
+            Event::RunStarted { .. }
+            | Event::Resumed { .. }
+            | Event::Answered { .. }
+            | Event::Signal { .. }
+            | Event::RunFinished { .. } => true,
+            _ => false,
+        };
+        promised || self.unsynced + 1 >= GROUP
+    }
+}
+
+/// An open journal; as a [`Sink`] it appends every event at once and syncs it to disk
+/// by the policy of [`Writer::must_sync`].
 pub struct Journal {
     path: PathBuf,
     writer: Mutex<Writer>,
@@ -289,6 +323,8 @@ impl Journal {
                 file,
                 seq: 0,
                 prev: GENESIS.into(),
+                unsynced: 0,
+                acts: std::collections::HashSet::new(),
             }),
             error: Mutex::new(None),
         })
@@ -330,6 +366,8 @@ impl Journal {
                 file,
                 seq: read.records.len() as u64,
                 prev: read.last_hash.clone(),
+                unsynced: 0,
+                acts: std::collections::HashSet::new(),
             }),
             error: Mutex::new(None),
         };
@@ -358,10 +396,12 @@ impl Journal {
         let mut line = body;
         line.pop();
         line.push_str(&format!(",\"hash\":\"{hash}\"}}\n"));
+        let sync = w.must_sync(event);
         w.file
             .write_all(line.as_bytes())
-            .and_then(|()| w.file.sync_data())
+            .and_then(|()| if sync { w.file.sync_data() } else { Ok(()) })
             .map_err(|e| format!("cannot write the journal {}: {e}", self.path.display()))?;
+        w.unsynced = if sync { 0 } else { w.unsynced + 1 };
         w.seq += 1;
         w.prev = hash;
         Ok(())
@@ -533,6 +573,51 @@ pub fn read(path: &Path) -> Result<Read, JournalError> {
 
 #[cfg(test)]
 mod tests {
+    /// The sync points: acts' start and end, answers, signals, run start and end; the
+    /// rest in groups.
+    #[test]
+    fn syncs_where_the_promises_need_it_and_in_groups_elsewhere() {
+        use crate::event::Event;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path());
+        let journal = store.create("r").unwrap();
+        let mut w = journal.writer.lock().unwrap();
+        let started = |step: &str, kind: &str| Event::StepStarted {
+            step: step.into(),
+            kind: kind.into(),
+            title: String::new(),
+            attempt: 1,
+            action: None,
+            confirm: None,
+        };
+        let finished = |step: &str| {
+            serde_json::from_value::<Event>(serde_json::json!({
+                "event": "step_finished", "step": step, "status": "succeeded",
+                "duration_ms": 1
+            }))
+            .unwrap()
+        };
+        assert!(!w.must_sync(&started("probe", "check")));
+        assert!(!w.must_sync(&finished("probe")));
+        assert!(w.must_sync(&started("fix", "act")));
+        let answered = serde_json::from_value::<Event>(serde_json::json!({
+            "event": "answered", "step": "fix", "answer": "approve",
+            "by": {"operator": "alice@host"}
+        }))
+        .unwrap();
+        assert!(w.must_sync(&answered));
+        assert!(w.must_sync(&finished("fix")));
+        // A retried act syncs again; its end once.
+        assert!(w.must_sync(&started("fix", "act")));
+        assert!(w.must_sync(&finished("fix")));
+        assert!(!w.must_sync(&finished("fix")));
+        // Other records: every GROUP-th.
+        w.unsynced = GROUP - 2;
+        assert!(!w.must_sync(&started("probe", "check")));
+        w.unsynced = GROUP - 1;
+        assert!(w.must_sync(&started("probe", "check")));
+    }
+
     use super::*;
     use crate::event::Stream;
 
