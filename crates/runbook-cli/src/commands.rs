@@ -333,7 +333,9 @@ pub(crate) fn plan(
         let width = rb.steps.len().to_string().len();
         for (n, &i) in plan.order.iter().enumerate() {
             let step = &rb.steps[i];
-            let r = render_step(&renderer, step, &data).unwrap_or_else(|e| RenderedStep {
+            let reads = plan.reads.get(i).map_or(&[][..], Vec::as_slice);
+            let view = runbook_core::render::for_step(&data, rb, reads);
+            let r = render_step(&renderer, step, &view).unwrap_or_else(|e| RenderedStep {
                 title: format!("{} <{e}>", step.title.value),
                 confirm: None,
                 action: None,

@@ -336,6 +336,35 @@ pub fn static_data(
     })
 }
 
+/// `data` as one step sees it: `steps` holds only the steps it reads (`Plan::reads`), so
+/// rendering a step costs what the step reads, not what the runbook holds (the template
+/// engine copies the data it is given).
+pub fn for_step(
+    data: &serde_json::Value,
+    rb: &crate::model::Runbook,
+    reads: &[usize],
+) -> serde_json::Value {
+    use serde_json::Value;
+    let mut out = serde_json::Map::new();
+    if let Value::Object(all) = data {
+        for (k, v) in all {
+            if k == "steps" {
+                let steps: serde_json::Map<String, Value> = reads
+                    .iter()
+                    .filter_map(|&r| {
+                        let id = &rb.steps.get(r)?.id.value;
+                        Some((id.clone(), v.get(id)?.clone()))
+                    })
+                    .collect();
+                out.insert(k.clone(), Value::Object(steps));
+            } else {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
 /// Render a step's title, confirmation and action against `data`
 /// (`{params, steps, env, run}`).
 pub fn render_step(
