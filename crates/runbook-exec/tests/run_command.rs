@@ -428,3 +428,32 @@ async fn stopping_cancels_every_batch() {
     );
     assert_eq!(cancel.num_calls(), 0);
 }
+
+/// Right after SendCommand, ListCommands may not know the command yet: that is waited
+/// out, not a failure.
+#[tokio::test(start_paused = true)]
+async fn a_command_not_listed_yet_is_waited_for() {
+    let send = sent("cmd-7");
+    let list = mock!(Client::list_commands)
+        .sequence()
+        .error(|| {
+            ListCommandsError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidCommandId")
+                    .message("Invalid command id.")
+                    .build(),
+            )
+        })
+        .output(|| listed("cmd-7", CommandStatus::Success, 1, 1))
+        .build();
+    let invocations = mock!(Client::list_command_invocations).then_output(|| {
+        ListCommandInvocationsOutput::builder()
+            .command_invocations(invocation("i-1", CommandInvocationStatus::Success, 0, "42"))
+            .build()
+    });
+    let client = mocked(&[&send, &list, &invocations]);
+    let (r, _) = command(client, &["i-1".to_string()], false, (None, None), None).await;
+    assert!(r.ok, "{:?}", r.message);
+    assert_eq!(r.stdout, "42");
+    assert_eq!(list.num_calls(), 2);
+}

@@ -157,7 +157,24 @@ fn jitter() -> f64 {
 }
 
 /// One AWS call, throttling waited out while the step's deadline allows.
-async fn call<T, E, F, Fut>(operation: &str, io: &Io<'_>, mut send: F) -> Result<T, Stop>
+async fn call<T, E, F, Fut>(operation: &str, io: &Io<'_>, send: F) -> Result<T, Stop>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, aws_sdk_ssm::config::http::HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    call_allowing(operation, io, &[], send)
+        .await?
+        .ok_or_else(|| Stop::Failed(format!("{operation} failed")))
+}
+
+/// [`call`], where an error whose code is in `allowed` is `None` rather than a failure.
+async fn call_allowing<T, E, F, Fut>(
+    operation: &str,
+    io: &Io<'_>,
+    allowed: &[&str],
+    mut send: F,
+) -> Result<Option<T>, Stop>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, SdkError<E, aws_sdk_ssm::config::http::HttpResponse>>>,
@@ -166,7 +183,8 @@ where
     let mut attempt = 0;
     loop {
         match send().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if e.code().is_some_and(|c| allowed.contains(&c)) => return Ok(None),
             Err(e) if throttled(&e) => {
                 let wait = backoff(attempt);
                 attempt += 1;
@@ -256,11 +274,23 @@ async fn poll(
         .collect();
     let mut seen: Vec<Command> = Vec::new();
     if let [only] = running.as_slice() {
-        let out = call("ssm:ListCommands", io, || {
+        // Right after SendCommand the command may not be listed yet: for a minute, an
+        // unknown id means "not yet".
+        let allowed: &[&str] = if SystemTime::now()
+            .duration_since(since)
+            .is_ok_and(|d| d < Duration::from_secs(60))
+        {
+            &["InvalidCommandId"]
+        } else {
+            &[]
+        };
+        let out = call_allowing("ssm:ListCommands", io, allowed, || {
             aws.client.list_commands().command_id(only).send()
         })
         .await?;
-        seen.extend(out.commands().iter().cloned());
+        if let Some(out) = out {
+            seen.extend(out.commands().iter().cloned());
+        }
     } else if !running.is_empty() {
         // Every command of this step in one listing: sent since the step started, of
         // its document; pages followed until each running batch was seen.
