@@ -593,6 +593,36 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
             }
         }
     }
+    if !rb.triggers.is_empty() {
+        if markdown {
+            o.push_str("\n## Alerts that start it\n\n| source | when | params |\n|---|---|---|\n");
+        } else {
+            o.push_str("\nAlerts that start it (runbook match, exec --alert, serve)\n");
+        }
+        for t in &rb.triggers {
+            let when = t.when.as_ref().map_or("every alert", |w| w.value.as_str());
+            let params: Vec<String> = t
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", v.value))
+                .collect();
+            if markdown {
+                let params: Vec<String> =
+                    params.iter().map(|p| format!("`{}`", md_cell(p))).collect();
+                o.push_str(&format!(
+                    "| {} | `{}` | {} |\n",
+                    t.source.value.as_str(),
+                    md_cell(when),
+                    params.join("<br>")
+                ));
+            } else {
+                o.push_str(&format!("  {:<12} when {when}\n", t.source.value.as_str()));
+                for p in &params {
+                    o.push_str(&format!("  {:<12} → {p}\n", ""));
+                }
+            }
+        }
+    }
     if markdown {
         o.push_str("\n## Graph\n\n```mermaid\n");
         o.push_str(&mermaid(rb, plan));
