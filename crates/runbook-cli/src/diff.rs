@@ -498,7 +498,7 @@ fn markdown(compared: &[Compared]) -> String {
 /// The new plan as mermaid, added/changed/removed steps styled apart.
 fn graph(c: &Compared) -> Option<String> {
     let (rb, plan) = c.new.as_ref()?;
-    let mut g = crate::commands::mermaid(rb, plan);
+    let mut g = crate::graph::mermaid(rb, plan);
     let mut added = Vec::new();
     let mut changed = Vec::new();
     let mut removed = Vec::new();
@@ -512,7 +512,7 @@ fn graph(c: &Compared) -> Option<String> {
             Change::StepRemoved { step, kind, title } => {
                 removed.push(step.clone());
                 let label =
-                    crate::commands::mermaid_text(&format!("removed {}: {title}", kind.as_str()));
+                    crate::graph::mermaid_text(&format!("removed {}: {title}", kind.as_str()));
                 let _ = writeln!(g, "    s_{step}[\"{label}\"]");
             }
             _ => {}

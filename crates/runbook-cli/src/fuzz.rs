@@ -26,8 +26,8 @@ fn shown(name: &str, text: &str) {
     };
     let _ = crate::commands::show_text(rb, plan, false);
     let _ = crate::commands::show_text(rb, plan, true);
-    let _ = crate::commands::mermaid(rb, plan);
-    let _ = crate::commands::dot(rb, plan);
+    let _ = crate::graph::mermaid(rb, plan);
+    let _ = crate::graph::dot(rb, plan);
 }
 
 /// A real journal, written by the journal writer, full of multi-byte text.

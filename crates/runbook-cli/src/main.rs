@@ -12,6 +12,7 @@ mod display;
 mod exec;
 #[cfg(test)]
 mod fuzz;
+mod graph;
 mod library;
 mod replay;
 mod scenarios;
