@@ -108,6 +108,7 @@ fn check_params(
         rb,
         runbook_exec::params::Sources {
             given: &[],
+            given_is: "--param",
             file: given,
             file_is: "the alert",
             env: &env,

@@ -70,7 +70,7 @@ struct Facts {
     operator: String,
     started: String,
     mode: String,
-    finished: Option<(String, i32, u64)>,
+    finished: Option<(String, Option<i32>, u64)>,
 }
 
 fn facts(records: &[Record]) -> Option<Facts> {
@@ -135,7 +135,10 @@ fn list(state: &Store) -> anyhow::Result<Exit> {
             continue;
         };
         let (duration, mut status) = match &f.finished {
-            Some((status, code, ms)) => (crate::display::secs(*ms), format!("{status} ({code})")),
+            Some((status, code, ms)) => (
+                crate::display::secs(*ms),
+                code.map_or(status.clone(), |c| format!("{status} ({c})")),
+            ),
             None => (String::new(), "incomplete".to_string()),
         };
         if f.mode == "dry-run" {
@@ -338,7 +341,8 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
                 "| Finished | {end} (after {}) |\n",
                 crate::display::secs(*ms)
             ));
-            md.push_str(&format!("| Outcome | {status} (exit {code}) |\n"));
+            let exit = code.map_or(String::new(), |c| format!(" (exit {c})"));
+            md.push_str(&format!("| Outcome | {status}{exit} |\n"));
         }
         None => md.push_str("| Outcome | not finished (interrupted, or still running) |\n"),
     }
@@ -670,15 +674,18 @@ pub(crate) fn markdown(path: &Path, records: &[Record]) -> String {
             ),
             Event::RunFinished {
                 status, exit_code, ..
-            } => row(
-                "",
-                match status {
-                    RunStatus::RunbookError => {
-                        format!("run stopped by a runbook error (exit {exit_code})")
-                    }
-                    other => format!("run {} (exit {exit_code})", other.as_str()),
-                },
-            ),
+            } => {
+                let exit = exit_code.map_or(String::new(), |c| format!(" (exit {c})"));
+                row(
+                    "",
+                    match status {
+                        RunStatus::RunbookError => {
+                            format!("run stopped by a runbook error{exit}")
+                        }
+                        other => format!("run {}{exit}", other.as_str()),
+                    },
+                )
+            }
         };
         md.push_str(&line);
     }

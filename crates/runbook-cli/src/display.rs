@@ -561,8 +561,9 @@ impl Sink for Human {
                 duration_ms,
                 ..
             } if self.timestamps => {
+                let exit = exit_code.map_or(String::new(), |c| format!(" (exit {c})"));
                 self.line(&format!(
-                    "{bold}run {} in {} (exit {exit_code}){bold_end}",
+                    "{bold}run {} in {}{exit}{bold_end}",
                     status.as_str(),
                     secs(*duration_ms)
                 ));
@@ -626,7 +627,7 @@ pub(crate) fn print_summary(rb: &Runbook, report: &Report, color: bool, dry: boo
     out.push_str(&format!(
         "\n{s}{what} {word}{e} in {}{not_run} (exit {})\n",
         secs(ms),
-        report.status.exit_code()
+        crate::exec::exit_for(report.status) as i32
     ));
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());

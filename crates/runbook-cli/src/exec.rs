@@ -124,6 +124,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             origin,
             aws_region: args.run.aws.region.clone(),
             aws_profile: args.run.aws.profile.clone(),
+            exit_code: Some(exit_code),
             ..Options::default()
         };
 
@@ -532,6 +533,7 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         aws_region: args.run.aws.region.clone(),
         aws_profile: args.run.aws.profile.clone(),
         earlier: replay::time_spent(&read.records),
+        exit_code: Some(exit_code),
         ..Options::default()
     };
     // Only the questions this resume can still ask count.
@@ -619,6 +621,7 @@ fn resolve_params(
         rb,
         runbook_exec::params::Sources {
             given,
+            given_is: "--param",
             file,
             file_is,
             env: &env_lookup,
@@ -836,7 +839,7 @@ fn drive(
     Ok(exit_for(report.status))
 }
 
-/// The exit code of a run that ended this way (docs/cli.md).
+/// The exit code of a run that ended this way (docs/cli.md): the one table of them.
 pub(crate) fn exit_for(status: RunStatus) -> Exit {
     match status {
         RunStatus::Succeeded => Exit::Success,
@@ -845,6 +848,11 @@ pub(crate) fn exit_for(status: RunStatus) -> Exit {
         RunStatus::RunbookError => Exit::Invalid,
         RunStatus::Interrupted => Exit::Interrupted,
     }
+}
+
+/// `exit_for` as the number the journal records.
+fn exit_code(status: RunStatus) -> i32 {
+    exit_for(status) as i32
 }
 
 fn read_params_file(

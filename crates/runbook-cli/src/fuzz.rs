@@ -115,7 +115,7 @@ fn journal_text() -> &'static str {
             },
             Event::RunFinished {
                 status: RunStatus::Failed,
-                exit_code: 1,
+                exit_code: Some(1),
                 duration_ms: 4100,
                 summary: Summary::default(),
             },

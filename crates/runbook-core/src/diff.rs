@@ -370,7 +370,7 @@ fn action_key(step: &Step) -> Option<String> {
 
 /// How many unquoted insertions a step's templates have.
 fn raw_count(step: &Step) -> usize {
-    crate::facts::step_templates(step)
+    crate::render::step_templates(step)
         .iter()
         .map(|(t, _)| t.matches("{{{raw").count() + t.matches("{{raw ").count())
         .sum()
@@ -392,7 +392,7 @@ fn command_text(step: &Step) -> String {
 /// Whether a step's templates read `params.<name>`.
 fn reads_param(step: &Step, name: &str) -> bool {
     let needle = format!("params.{name}");
-    crate::facts::step_templates(step).iter().any(|(t, _)| {
+    crate::render::step_templates(step).iter().any(|(t, _)| {
         t.match_indices(&needle).any(|(i, _)| {
             !t[i + needle.len()..]
                 .chars()

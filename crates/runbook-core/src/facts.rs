@@ -9,8 +9,7 @@ use regex::Regex;
 
 use crate::cond;
 use crate::diag::{Code, Diagnostic};
-use crate::model::{Action, HttpMethod, Sp, Step, StepKind};
-use crate::template::Context;
+use crate::model::{Action, HttpMethod, Step, StepKind};
 
 /// Values every step has, besides its captures.
 pub const STEP_BUILTINS: &[&str] = &[
@@ -125,39 +124,6 @@ pub(crate) fn value_type(step: &Step, field: &str) -> cond::Ty {
         "exit_code" | "status" => cond::Ty::Int,
         _ => cond::Ty::Dyn,
     }
-}
-
-/// Every templated field of a step, with the escaping its output gets.
-pub fn step_templates(step: &Step) -> Vec<(&Sp<String>, Context)> {
-    let mut out = vec![(&step.title, Context::Text)];
-    if let Some(c) = &step.confirm {
-        out.push((c, Context::Text));
-    }
-    match &step.action {
-        Some(Action::Shell(sh)) => {
-            out.push((&sh.run, Context::Shell));
-            out.extend(sh.env.values().map(|v| (v, Context::Text)));
-            out.extend(sh.cwd.iter().map(|v| (v, Context::Text)));
-        }
-        Some(Action::Http(h)) => {
-            out.push((&h.url, Context::Url));
-            out.extend(h.headers.values().map(|v| (v, Context::Text)));
-            out.extend(h.body.iter().map(|v| (v, Context::Text)));
-        }
-        Some(Action::Manual(text)) => out.push((text, Context::Text)),
-        Some(Action::SsmCommand(c)) => {
-            out.extend(c.commands.iter().map(|v| (v, Context::Shell)));
-            out.extend(c.parameters.values().flatten().map(|v| (v, Context::Text)));
-            out.extend(c.instance_ids.iter().map(|v| (v, Context::Text)));
-            out.extend(c.tags.values().flatten().map(|v| (v, Context::Text)));
-            out.extend(c.comment.iter().map(|v| (v, Context::Text)));
-        }
-        Some(Action::SsmAutomation(a)) => {
-            out.extend(a.parameters.values().flatten().map(|v| (v, Context::Text)));
-        }
-        Some(Action::Wait(_)) | None => {}
-    }
-    out
 }
 
 static MUTATING: LazyLock<Vec<Regex>> = LazyLock::new(|| {

@@ -6,9 +6,10 @@ use std::rc::Rc;
 use crate::cond;
 use crate::convert::{Converter, Streamed};
 use crate::diag::{Code, Diagnostic, Severity, Span, did_you_mean};
-use crate::facts::{RUN_VARS, builtins, mutating_check, step_templates, value_type};
+use crate::facts::{RUN_VARS, builtins, mutating_check, value_type};
 use crate::model::{OnFail, Runbook, Sp, Step, StepKind};
 use crate::plan::{CycleError, Plan};
+use crate::render::step_templates;
 use crate::template::{self, Context};
 use crate::yaml;
 
@@ -511,6 +512,22 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// RB-CEL-syntax at the place in `expr` where the parser stopped.
+    fn cel_syntax(&mut self, expr: &Sp<String>, err: &cond::SyntaxError, what: &str, help: &str) {
+        let (line, col) = err.position;
+        let offset = crate::text::line_col_offset(expr, line, col);
+        let span = self.locate(expr, offset, crate::text::char_at(expr, offset));
+        self.diags.push(
+            Diagnostic::new(
+                Code::CelSyntax,
+                span,
+                format!("{what} does not parse: {}", err.message),
+            )
+            .label("CEL syntax error")
+            .help(help),
+        );
+    }
+
     fn condition(
         &mut self,
         expr: &Sp<String>,
@@ -522,13 +539,11 @@ impl<'a> Validator<'a> {
         let names = match analyzed {
             Ok(n) => n,
             Err(err) => {
-                let (line, col) = err.position;
-                let offset = crate::text::line_col_offset(expr, line, col);
-                let span = self.locate(expr, offset, crate::text::char_at(expr, offset));
-                self.diags.push(
-                    Diagnostic::new(Code::CelSyntax, span, format!("condition does not parse: {}", err.message))
-                        .label("CEL syntax error")
-                        .help("conditions are CEL, e.g. `count >= params.max_connections * 9 / 10` or `status == \"available\"`"),
+                self.cel_syntax(
+                    expr,
+                    err,
+                    "condition",
+                    "conditions are CEL, e.g. `count >= params.max_connections * 9 / 10` or `status == \"available\"`",
                 );
                 return;
             }

@@ -188,7 +188,7 @@ impl Backend for Live {
             #[cfg(not(feature = "aws"))]
             {
                 Err(ParameterError(format!(
-                    "reading `{path}` from Parameter Store: {NO_AWS}; pass the value with --param instead"
+                    "reading `{path}` from Parameter Store: {NO_AWS}; give the value as a parameter instead"
                 )))
             }
         })

@@ -125,31 +125,20 @@ impl Killed {
 pub enum RunStatus {
     /// Every step that had to run succeeded (or failed with a route that goes on).
     Succeeded,
-    /// A step failed and its route stopped the run (exit 1).
+    /// A step failed and its route stopped the run.
     Failed,
-    /// A step failed with `on_fail: escalate` (exit 1).
+    /// A step failed with `on_fail: escalate`.
     Escalated,
-    /// The operator declined or aborted (exit 3).
+    /// The operator declined or aborted.
     Aborted,
-    /// A condition could not be evaluated: the runbook is wrong, not the system (exit 2).
+    /// A condition could not be evaluated: the runbook is wrong, not the system.
     /// No `on_fail` route is taken, so a typo never escalates to anyone.
     RunbookError,
-    /// Stopped by a signal (exit 130).
+    /// Stopped by a signal.
     Interrupted,
 }
 
 impl RunStatus {
-    /// The process exit code for this ending.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            RunStatus::Succeeded => 0,
-            RunStatus::Failed | RunStatus::Escalated => 1,
-            RunStatus::RunbookError => 2,
-            RunStatus::Aborted => 3,
-            RunStatus::Interrupted => 130,
-        }
-    }
-
     /// The word shown to people.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -530,8 +519,10 @@ pub enum Event {
     RunFinished {
         /// How.
         status: RunStatus,
-        /// Process exit code.
-        exit_code: i32,
+        /// The exit code of the process that ran it, when the front end has a table of
+        /// them (`Options::exit_code`); the library has none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
         /// Wall time.
         duration_ms: u64,
         /// Counts per status.

@@ -21,8 +21,11 @@ pub struct NotAnAssignment(pub String);
 
 /// Where values come from, in order of precedence.
 pub struct Sources<'a> {
-    /// `--param NAME=VALUE`, in the order given.
+    /// `NAME=VALUE` pairs given for this run, in the order given.
     pub given: &'a [(String, String)],
+    /// How the front end takes `given`, for messages: `--param` (the CLI) names the flag
+    /// in "unknown parameter `x` in --param" and "give --param x=VALUE".
+    pub given_is: &'a str,
     /// `--params-file` contents (an object), or values an alert gave.
     pub file: &'a serde_json::Map<String, Value>,
     /// Where `file` came from, for messages: `the params file`, `the alert`.
@@ -90,7 +93,7 @@ pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, Para
     };
     for (k, _) in sources.given {
         if !runbook.params.contains_key(k) {
-            problems.push(unknown(k, "in --param"));
+            problems.push(unknown(k, &format!("in {}", sources.given_is)));
         }
     }
     for k in sources.file.keys() {
@@ -107,7 +110,7 @@ pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, Para
             .iter()
             .rev()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| (v.clone(), "--param"));
+            .map(|(_, v)| (v.clone(), sources.given_is));
         let text = given
             .or_else(|| {
                 sources
@@ -172,10 +175,11 @@ pub fn resolve(runbook: &Runbook, sources: Sources<'_>) -> Result<Resolved, Para
         let p = &runbook.params[name];
         let how = match &p.from {
             Some(from) => format!(
-                "give --param {name}=VALUE or set {}",
+                "give {} {name}=VALUE or set {}",
+                sources.given_is,
                 from.value.trim_start_matches("env:")
             ),
-            None => format!("give --param {name}=VALUE"),
+            None => format!("give {} {name}=VALUE", sources.given_is),
         };
         let what = p
             .description

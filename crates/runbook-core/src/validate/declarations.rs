@@ -41,13 +41,11 @@ impl Validator<'_> {
         let analysis = match cond::parse(expr) {
             Ok(a) => a,
             Err(err) => {
-                let (line, col) = err.position;
-                let offset = crate::text::line_col_offset(expr, line, col);
-                let span = self.locate(expr, offset, crate::text::char_at(expr, offset));
-                self.diags.push(
-                    Diagnostic::new(Code::CelSyntax, span, format!("{what} does not parse: {}", err.message))
-                        .label("CEL syntax error")
-                        .help("trigger expressions are CEL over `alert`, e.g. `alert.name == \"rds-connections-high\"` or `alert.dimensions.DBInstanceIdentifier`"),
+                self.cel_syntax(
+                    expr,
+                    &err,
+                    what,
+                    "trigger expressions are CEL over `alert`, e.g. `alert.name == \"rds-connections-high\"` or `alert.dimensions.DBInstanceIdentifier`",
                 );
                 return;
             }

@@ -65,7 +65,7 @@ impl Aws {
         let config = loader.load().await;
         let Some(region) = config.region().map(|r| r.to_string()) else {
             return Err(
-                "no AWS region: pass --region, set `aws: {region: ...}` in the runbook, \
+                "no AWS region: give the run one, set `aws: {region: ...}` in the runbook, \
                         or set AWS_REGION"
                     .into(),
             );

@@ -61,6 +61,9 @@ pub struct Options {
     /// Time the run spent before this segment (a resume: see `resume::time_spent`); the
     /// run's duration is this plus the segment's.
     pub earlier: Duration,
+    /// The front end's exit code for each ending, recorded in `run_finished` so the
+    /// journal says how the process ended. The library has no exit-code table of its own.
+    pub exit_code: Option<fn(RunStatus) -> i32>,
 }
 
 impl Default for Options {
@@ -78,6 +81,7 @@ impl Default for Options {
             aws_region: None,
             aws_profile: None,
             earlier: Duration::ZERO,
+            exit_code: None,
         }
     }
 }
@@ -556,7 +560,7 @@ impl Engine {
         let duration = sh.elapsed();
         sh.emit(Event::RunFinished {
             status,
-            exit_code: status.exit_code(),
+            exit_code: sh.options.exit_code.map(|f| f(status)),
             duration_ms: millis(duration),
             summary: summary.clone(),
         });

@@ -110,6 +110,7 @@ pub async fn run(
         &runbook,
         crate::params::Sources {
             given: &given,
+            given_is: "the scenario's params",
             file: &serde_json::Map::new(),
             file_is: "the scenario",
             env: &no_env,

@@ -369,7 +369,7 @@ mod tests {
             started("fix"),
             Event::RunFinished {
                 status: RunStatus::Interrupted,
-                exit_code: 130,
+                exit_code: Some(130),
                 duration_ms: 0,
                 summary: Summary::default(),
             },
@@ -390,7 +390,7 @@ mod tests {
             finished("fix", Status::Declined),
             Event::RunFinished {
                 status: RunStatus::Aborted,
-                exit_code: 3,
+                exit_code: Some(3),
                 duration_ms: 0,
                 summary: Summary::default(),
             },
