@@ -135,13 +135,19 @@ def main():
                 path.append(e["step"])
         if "path" in expect and path != expect["path"]:
             problems.append(f"path:\n  expected {expect['path']}\n  got      {path}")
-        final = {}
+        final, captures = {}, {}
         for e in events:
             if e.get("event") == "step_finished":
                 final[e["step"]] = e.get("status")
+                captures[e["step"]] = e.get("captures") or {}
         for step, want in (expect.get("steps") or {}).items():
             if final.get(step) != want:
                 problems.append(f"step {step}: expected {want}, got {final.get(step)}")
+        for step, want in (expect.get("captures") or {}).items():
+            for k, v in want.items():
+                got = captures.get(step, {}).get(k)
+                if got != v:
+                    problems.append(f"capture {step}.{k}: expected {v!r}, got {got!r}")
         for text in expect.get("output") or []:
             if text not in run.stdout and text not in run.stderr:
                 problems.append(f"the run's output does not contain {text!r}")
