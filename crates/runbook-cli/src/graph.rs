@@ -2,7 +2,7 @@
 //! (clusters): `runbook graph`, and the mermaid form in `show --format markdown` and
 //! `diff`.
 
-use runbook_core::model::{Phase, Runbook, StepKind};
+use runbook_core::model::{Phase, Runbook, Step, StepKind};
 use runbook_core::plan::{Edge, Plan};
 use serde_json::Value;
 
@@ -100,59 +100,93 @@ pub(crate) fn mermaid_text(s: &str) -> String {
         .replace('\n', " ")
 }
 
-/// A mermaid flowchart: checks are rectangles, acts hexagons, verifies stadiums, branches diamonds.
-pub(crate) fn mermaid(rb: &Runbook, plan: &Plan) -> String {
-    let mut o = String::from("flowchart TD\n");
+/// How one graph language writes the parts of a plan. [`render`] walks the plan once
+/// (phases as groups, then the edges) and asks the syntax for each part.
+struct Syntax {
+    header: fn(&Runbook) -> String,
+    phase_open: fn(&Phase) -> String,
+    phase_close: &'static str,
+    node: fn(&Runbook, &Step) -> String,
+    edge: fn(from: &str, to: &str, label: Option<String>, on_failure: bool) -> String,
+    footer: &'static str,
+}
+
+fn render(rb: &Runbook, plan: &Plan, syntax: &Syntax) -> String {
+    let mut o = (syntax.header)(rb);
     for (phase, steps) in by_phase(rb, plan) {
-        let indent = if let Some(ph) = phase {
-            o.push_str(&format!(
-                "    subgraph p_{}[\"{}\"]\n",
-                ph.id.value,
-                mermaid_text(&format!("{} (within {})", ph.title, ph.within.value.text))
-            ));
-            "        "
-        } else {
-            "    "
+        let indent = match phase {
+            Some(ph) => {
+                o.push_str(&(syntax.phase_open)(ph));
+                "        "
+            }
+            None => "    ",
         };
         for i in steps {
-            let s = &rb.steps[i];
-            let label = mermaid_text(&format!(
-                "{}: {}",
-                s.kind.value.as_str(),
-                shown_title(rb, s)
-            ));
-            let (open, close) = match s.kind.value {
-                StepKind::Check => ("[\"", "\"]"),
-                StepKind::Act => ("{{\"", "\"}}"),
-                StepKind::Verify => ("([\"", "\"])"),
-                StepKind::Branch => ("{\"", "\"}"),
-            };
-            o.push_str(&format!("{indent}s_{}{open}{label}{close}\n", s.id.value));
+            o.push_str(indent);
+            o.push_str(&(syntax.node)(rb, &rb.steps[i]));
         }
         if phase.is_some() {
-            o.push_str("    end\n");
+            o.push_str(syntax.phase_close);
         }
     }
     for &i in &plan.order {
         for GraphEdge {
-            to: t,
+            to,
             label,
             on_failure,
         } in graph_edges(rb, plan, i)
         {
-            let from = &rb.steps[i].id.value;
-            let to = &rb.steps[t].id.value;
-            let arrow = if on_failure { "-.->" } else { "-->" };
-            match label {
-                Some(l) => o.push_str(&format!(
-                    "    s_{from} {arrow}|\"{}\"| s_{to}\n",
-                    mermaid_text(&l)
-                )),
-                None => o.push_str(&format!("    s_{from} {arrow} s_{to}\n")),
-            }
+            o.push_str(&(syntax.edge)(
+                &rb.steps[i].id.value,
+                &rb.steps[to].id.value,
+                label,
+                on_failure,
+            ));
         }
     }
+    o.push_str(syntax.footer);
     o
+}
+
+/// A mermaid flowchart: checks are rectangles, acts hexagons, verifies stadiums, branches diamonds.
+pub(crate) fn mermaid(rb: &Runbook, plan: &Plan) -> String {
+    render(
+        rb,
+        plan,
+        &Syntax {
+            header: |_| "flowchart TD\n".into(),
+            phase_open: |ph| {
+                format!(
+                    "    subgraph p_{}[\"{}\"]\n",
+                    ph.id.value,
+                    mermaid_text(&format!("{} (within {})", ph.title, ph.within.value.text))
+                )
+            },
+            phase_close: "    end\n",
+            node: |rb, s| {
+                let label = mermaid_text(&format!(
+                    "{}: {}",
+                    s.kind.value.as_str(),
+                    shown_title(rb, s)
+                ));
+                let (open, close) = match s.kind.value {
+                    StepKind::Check => ("[\"", "\"]"),
+                    StepKind::Act => ("{{\"", "\"}}"),
+                    StepKind::Verify => ("([\"", "\"])"),
+                    StepKind::Branch => ("{\"", "\"}"),
+                };
+                format!("s_{}{open}{label}{close}\n", s.id.value)
+            },
+            edge: |from, to, label, on_failure| {
+                let arrow = if on_failure { "-.->" } else { "-->" };
+                match label {
+                    Some(l) => format!("    s_{from} {arrow}|\"{}\"| s_{to}\n", mermaid_text(&l)),
+                    None => format!("    s_{from} {arrow} s_{to}\n"),
+                }
+            },
+            footer: "",
+        },
+    )
 }
 
 fn dot_text(s: &str) -> String {
@@ -163,61 +197,47 @@ fn dot_text(s: &str) -> String {
 
 /// A Graphviz digraph with the same shapes as the mermaid output.
 pub(crate) fn dot(rb: &Runbook, plan: &Plan) -> String {
-    let mut o = format!(
-        "digraph \"{}\" {{\n    rankdir=TB;\n    node [fontname=\"Helvetica\"];\n    edge [fontname=\"Helvetica\", fontsize=10];\n",
-        dot_text(&rb.name.value)
-    );
-    for (phase, steps) in by_phase(rb, plan) {
-        let indent = if let Some(ph) = phase {
-            o.push_str(&format!(
-                "    subgraph \"cluster_{}\" {{\n        label=\"{}\";\n        style=dashed;\n",
-                ph.id.value,
-                dot_text(&format!("{} (within {})", ph.title, ph.within.value.text))
-            ));
-            "        "
-        } else {
-            "    "
-        };
-        for i in steps {
-            let s = &rb.steps[i];
-            let shape = match s.kind.value {
-                StepKind::Check => "shape=box",
-                StepKind::Act => "shape=hexagon, style=bold",
-                StepKind::Verify => "shape=box, style=rounded",
-                StepKind::Branch => "shape=diamond",
-            };
-            let label = dot_text(&format!(
-                "{}: {}\n({})",
-                s.kind.value.as_str(),
-                shown_title(rb, s),
-                s.id.value
-            ));
-            o.push_str(&format!(
-                "{indent}\"{}\" [label=\"{label}\", {shape}];\n",
-                s.id.value
-            ));
-        }
-        if phase.is_some() {
-            o.push_str("    }\n");
-        }
-    }
-    for &i in &plan.order {
-        for GraphEdge {
-            to: t,
-            label,
-            on_failure,
-        } in graph_edges(rb, plan, i)
-        {
-            let style = if on_failure { ", style=dashed" } else { "" };
-            let label = label
-                .map(|l| format!(" [label=\"{}\"{style}]", dot_text(&l)))
-                .unwrap_or_default();
-            o.push_str(&format!(
-                "    \"{}\" -> \"{}\"{label};\n",
-                rb.steps[i].id.value, rb.steps[t].id.value
-            ));
-        }
-    }
-    o.push_str("}\n");
-    o
+    render(
+        rb,
+        plan,
+        &Syntax {
+            header: |rb| {
+                format!(
+                    "digraph \"{}\" {{\n    rankdir=TB;\n    node [fontname=\"Helvetica\"];\n    edge [fontname=\"Helvetica\", fontsize=10];\n",
+                    dot_text(&rb.name.value)
+                )
+            },
+            phase_open: |ph| {
+                format!(
+                    "    subgraph \"cluster_{}\" {{\n        label=\"{}\";\n        style=dashed;\n",
+                    ph.id.value,
+                    dot_text(&format!("{} (within {})", ph.title, ph.within.value.text))
+                )
+            },
+            phase_close: "    }\n",
+            node: |rb, s| {
+                let shape = match s.kind.value {
+                    StepKind::Check => "shape=box",
+                    StepKind::Act => "shape=hexagon, style=bold",
+                    StepKind::Verify => "shape=box, style=rounded",
+                    StepKind::Branch => "shape=diamond",
+                };
+                let label = dot_text(&format!(
+                    "{}: {}\n({})",
+                    s.kind.value.as_str(),
+                    shown_title(rb, s),
+                    s.id.value
+                ));
+                format!("\"{}\" [label=\"{label}\", {shape}];\n", s.id.value)
+            },
+            edge: |from, to, label, on_failure| {
+                let style = if on_failure { ", style=dashed" } else { "" };
+                let label = label
+                    .map(|l| format!(" [label=\"{}\"{style}]", dot_text(&l)))
+                    .unwrap_or_default();
+                format!("    \"{from}\" -> \"{to}\"{label};\n")
+            },
+            footer: "}\n",
+        },
+    )
 }

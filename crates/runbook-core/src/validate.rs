@@ -244,21 +244,26 @@ impl<'a> Validator<'a> {
             .collect()
     }
 
+    /// An id declared a second time (`what`: step, phase), pointing at the first.
+    fn used_twice(&mut self, code: Code, what: &str, id: &Sp<String>, first: &Sp<String>) {
+        self.diags.push(
+            Diagnostic::new(
+                code,
+                id.span,
+                format!("{what} id `{}` is used twice", id.value),
+            )
+            .label("second use")
+            .related(first.span, "first used here")
+            .help(format!("{what} ids must be unique; rename one of them")),
+        );
+    }
+
     fn duplicate_ids(&mut self) -> HashMap<&'a str, &'a Step> {
         let rb = self.rb;
         let mut ids: HashMap<&'a str, &'a Step> = HashMap::new();
         for step in &rb.steps {
             if let Some(first) = ids.get(step.id.as_str()) {
-                self.diags.push(
-                    Diagnostic::new(
-                        Code::DuplicateStepId,
-                        step.id.span,
-                        format!("step id `{}` is used twice", step.id.value),
-                    )
-                    .label("second use")
-                    .related(first.id.span, "first used here")
-                    .help("step ids must be unique; rename one of them"),
-                );
+                self.used_twice(Code::DuplicateStepId, "step", &step.id, &first.id);
             } else {
                 ids.insert(step.id.as_str(), step);
             }

@@ -114,16 +114,7 @@ impl Validator<'_> {
         let mut seen: HashMap<&str, &Sp<String>> = HashMap::new();
         for phase in &rb.phases {
             if let Some(first) = seen.get(phase.id.as_str()) {
-                self.diags.push(
-                    Diagnostic::new(
-                        Code::UnknownPhase,
-                        phase.id.span,
-                        format!("phase id `{}` is used twice", phase.id.value),
-                    )
-                    .label("second use")
-                    .related(first.span, "first used here")
-                    .help("phase ids must be unique; rename one of them"),
-                );
+                self.used_twice(Code::UnknownPhase, "phase", &phase.id, first);
             } else {
                 seen.insert(phase.id.as_str(), &phase.id);
             }
