@@ -156,7 +156,7 @@ pub fn run_match(cli: &Cli, args: &MatchArgs) -> anyhow::Result<Exit> {
                 })
                 .collect();
             let doc = json!({"kind": payload.kind.as_str(), "alerts": alerts});
-            crate::commands::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
+            crate::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
         }
         MatchFormat::Human => {
             let mut o = String::new();
@@ -206,7 +206,7 @@ pub fn run_match(cli: &Cli, args: &MatchArgs) -> anyhow::Result<Exit> {
                     }
                 }
             }
-            crate::commands::emit(&o)?;
+            crate::emit(&o)?;
         }
     }
     Ok(Exit::Success)

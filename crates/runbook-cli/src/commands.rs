@@ -19,14 +19,7 @@ use runbook_exec::params::value_text;
 use crate::diagnostics::{self, counts};
 use crate::library::{self, Loaded};
 use crate::table::{self, plural};
-use crate::{Cli, Exit, GraphFormat, OutputFormat, ShowFormat, ValidateFormat};
-
-pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
-    let mut out = anstream::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()?;
-    Ok(())
-}
+use crate::{Cli, Exit, GraphFormat, OutputFormat, ShowFormat, ValidateFormat, emit};
 
 pub(crate) fn list(cli: &Cli) -> anyhow::Result<Exit> {
     let files = library::all_files(&cli.dirs)?;

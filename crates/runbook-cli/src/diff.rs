@@ -141,7 +141,7 @@ pub fn diff(cli: &Cli, args: &DiffArgs) -> anyhow::Result<Exit> {
             format!("{:#}\n", serde_json::Value::Array(doc))
         }
     };
-    crate::commands::emit(&text)?;
+    crate::emit(&text)?;
     Ok(if differs {
         Exit::Failure
     } else {

@@ -627,7 +627,7 @@ pub(crate) fn print_summary(rb: &Runbook, report: &Report, color: bool, dry: boo
     out.push_str(&format!(
         "\n{s}{what} {word}{e} in {}{not_run} (exit {})\n",
         secs(ms),
-        crate::exec::exit_for(report.status) as i32
+        crate::Exit::code_of(report.status)
     ));
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());

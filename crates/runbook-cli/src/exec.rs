@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, bail};
 use runbook_core::model::{Param, ParamType, Runbook};
 use runbook_exec::backend::ParameterError;
-use runbook_exec::event::{Mode, RunStatus, Sink};
+use runbook_exec::event::{Mode, Sink};
 use runbook_exec::journal::Store;
 use runbook_exec::session::{self, InflightDecision, Resume, ResumeError};
 use runbook_exec::{Engine, Options};
@@ -88,6 +88,17 @@ pub struct AwsArgs {
     pub profile: Option<String>,
 }
 
+impl AwsArgs {
+    /// The library's settings, with the flag named where no region is found.
+    fn settings(&self) -> runbook_exec::backend::AwsSettings {
+        runbook_exec::backend::AwsSettings {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            region_hint: Some("--region".into()),
+        }
+    }
+}
+
 /// Run `runbook exec`.
 pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
     let (name, from_alert) = match &args.alert {
@@ -122,9 +133,8 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             run_id: run_id.clone(),
             operator: operator.clone(),
             origin,
-            aws_region: args.run.aws.region.clone(),
-            aws_profile: args.run.aws.profile.clone(),
-            exit_code: Some(exit_code),
+            aws: args.run.aws.settings(),
+            exit_code: Some(Exit::code_of),
             ..Options::default()
         };
 
@@ -257,7 +267,7 @@ fn alert_start(
             .iter()
             .map(|a| format!("{} ({})", a.name, a.state.as_str()))
             .collect();
-        crate::commands::emit(&format!(
+        crate::emit(&format!(
             "nothing to start: {}\n",
             if names.is_empty() {
                 format!("the {} payload carries no alert", payload.kind.as_str())
@@ -275,7 +285,7 @@ fn alert_start(
     }
     let Some((alert, first)) = found.first() else {
         let names: Vec<&str> = firing.iter().map(|a| a.name.as_str()).collect();
-        crate::commands::emit(&format!(
+        crate::emit(&format!(
             "nothing to start: no runbook{} answers {}\n",
             only.map(|n| format!(" named {n}")).unwrap_or_default(),
             names.join(", ")
@@ -530,10 +540,9 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         run_id: state.run_id.clone(),
         operator: operator.clone(),
         origin: now,
-        aws_region: args.run.aws.region.clone(),
-        aws_profile: args.run.aws.profile.clone(),
+        aws: args.run.aws.settings(),
         earlier: replay::time_spent(&read.records),
-        exit_code: Some(exit_code),
+        exit_code: Some(Exit::code_of),
         ..Options::default()
     };
     // Only the questions this resume can still ask count.
@@ -578,12 +587,8 @@ struct ParameterStore {
 
 impl ParameterStore {
     fn new(rb: &Runbook, aws: &AwsArgs) -> Self {
-        let from_runbook = rb.aws.clone().unwrap_or_default();
         ParameterStore {
-            settings: runbook_exec::backend::AwsSettings {
-                region: aws.region.clone().or(from_runbook.region),
-                profile: aws.profile.clone().or(from_runbook.profile),
-            },
+            settings: aws.settings().or_runbook(rb),
             client: std::cell::OnceCell::new(),
         }
     }
@@ -836,23 +841,7 @@ fn drive(
             "the run was stopped because it could not be recorded: {e}"
         ));
     }
-    Ok(exit_for(report.status))
-}
-
-/// The exit code of a run that ended this way (docs/cli.md): the one table of them.
-pub(crate) fn exit_for(status: RunStatus) -> Exit {
-    match status {
-        RunStatus::Succeeded => Exit::Success,
-        RunStatus::Failed | RunStatus::Escalated => Exit::Failure,
-        RunStatus::Aborted => Exit::Declined,
-        RunStatus::RunbookError => Exit::Invalid,
-        RunStatus::Interrupted => Exit::Interrupted,
-    }
-}
-
-/// `exit_for` as the number the journal records.
-fn exit_code(status: RunStatus) -> i32 {
-    exit_for(status) as i32
+    Ok(Exit::of(report.status))
 }
 
 fn read_params_file(

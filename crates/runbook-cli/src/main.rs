@@ -40,6 +40,34 @@ pub enum Exit {
     Interrupted = 130,
 }
 
+/// Write `text` to stdout (colour codes stripped where the terminal wants none).
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = anstream::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+impl Exit {
+    /// The exit code of a run that ended this way (docs/cli.md): the one table of them.
+    pub(crate) fn of(status: runbook_exec::RunStatus) -> Exit {
+        use runbook_exec::RunStatus;
+        match status {
+            RunStatus::Succeeded => Exit::Success,
+            RunStatus::Failed | RunStatus::Escalated => Exit::Failure,
+            RunStatus::Aborted => Exit::Declined,
+            RunStatus::RunbookError => Exit::Invalid,
+            RunStatus::Interrupted => Exit::Interrupted,
+        }
+    }
+
+    /// [`Exit::of`] as the number `run_finished` records.
+    pub(crate) fn code_of(status: runbook_exec::RunStatus) -> i32 {
+        Exit::of(status) as i32
+    }
+}
+
 /// Declarative runbooks for incident response: validate, plan, show and run procedures
 /// written as YAML.
 #[derive(Debug, Parser)]
@@ -208,10 +236,18 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Match(args) => alerts::run_match(cli, args),
         Command::Serve(args) => serve::serve(cli, args),
         Command::Audit { command } => audit::audit(cli, command),
-        Command::Test(args) => scenarios::test(cli, args),
+        Command::Test(args) => match &args.replay {
+            Some(run) => replay::replay(
+                cli,
+                run,
+                args.names.first().map(String::as_str),
+                args.format,
+            ),
+            None => scenarios::test(cli, args),
+        },
         Command::Diff(args) => diff::diff(cli, args),
         Command::Schema { scenarios } => {
-            commands::emit(&if *scenarios {
+            emit(&if *scenarios {
                 runbook_core::scenario::json_schema()
             } else {
                 runbook_core::model::json_schema()

@@ -75,7 +75,7 @@ pub fn replay(
         &source,
     )
     .context("cannot start the async runtime")?;
-    let exit_code = actual.status.map(|s| crate::exec::exit_for(s) as i32);
+    let exit_code = actual.status.map(crate::Exit::code_of);
     let mismatches: Vec<Mismatch> = compare(&recorded.scenario, &actual, exit_code);
     let expected = recorded.scenario.expect.path_ids().unwrap_or_default();
     let parts = runbook_exec::scenario::parts_at(&expected, &actual.path);
@@ -96,7 +96,7 @@ pub fn replay(
                 })).collect::<Vec<_>>(),
                 "notes": recorded.notes,
             });
-            crate::commands::emit(&format!("{doc:#}\n"))?;
+            crate::emit(&format!("{doc:#}\n"))?;
         }
         TestFormat::Human => {
             let mut o = String::new();

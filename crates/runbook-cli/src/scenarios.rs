@@ -69,16 +69,8 @@ impl Outcome {
     }
 }
 
-/// Run `runbook test`.
+/// Run `runbook test` (`--replay` is `replay::replay`).
 pub fn test(cli: &Cli, args: &TestArgs) -> anyhow::Result<Exit> {
-    if let Some(run) = &args.replay {
-        return crate::replay::replay(
-            cli,
-            run,
-            args.names.first().map(String::as_str),
-            args.format,
-        );
-    }
     let files = scenario_files(cli, &args.names)?;
     if files.is_empty() {
         let dirs: Vec<String> = library::search_path(&cli.dirs)
@@ -121,7 +113,7 @@ pub fn test(cli: &Cli, args: &TestArgs) -> anyhow::Result<Exit> {
                 "invalid_files": invalid,
                 "coverage": coverage.as_ref().map(|c| c.iter().map(Coverage::to_json).collect::<Vec<_>>()),
             });
-            crate::commands::emit(&format!("{doc:#}\n"))?;
+            crate::emit(&format!("{doc:#}\n"))?;
         }
     }
     Ok(if invalid > 0 {
@@ -210,7 +202,7 @@ fn candidates(dir: &Path, name: &str) -> PathBuf {
 /// the file's own and those against the runbook). `None`: invalid.
 fn load(path: &Path) -> anyhow::Result<Option<Suite>> {
     let text = library::read_text(path)?;
-    let checked = runbook_core::scenario::check(&text);
+    let checked = runbook_core::validate::scenarios::check(&text);
     let here = SourceFile { path, text: &text };
     let Some(file) = checked.file else {
         let (errors, warnings) = diagnostics::report_in(&here, &checked.diagnostics, false);
@@ -243,7 +235,7 @@ fn load(path: &Path) -> anyhow::Result<Option<Suite>> {
         return Ok(None);
     };
     let mut problems = checked.diagnostics;
-    problems.extend(runbook_core::scenario::check_against(&file, rb));
+    problems.extend(runbook_core::validate::scenarios::check_against(&file, rb));
     problems.sort_by_key(|d| (d.span.offset, d.code));
     if problems.iter().any(runbook_core::Diagnostic::is_error) {
         let (errors, warnings) = diagnostics::report_in(&here, &problems, false);
@@ -266,14 +258,14 @@ fn load(path: &Path) -> anyhow::Result<Option<Suite>> {
 /// `runbook validate`: (text, diagnostics).
 pub fn diagnostics_of(path: &Path) -> anyhow::Result<(String, Vec<runbook_core::Diagnostic>)> {
     let text = library::read_text(path)?;
-    let checked = runbook_core::scenario::check(&text);
+    let checked = runbook_core::validate::scenarios::check(&text);
     let mut diags = checked.diagnostics;
     if let Some(file) = &checked.file {
         let rb_path = runbook_path(path, file.runbook.as_ref().map(|r| r.value.as_str()));
         let loaded = Loaded::read(&rb_path)
             .with_context(|| format!("{}: cannot check it against its runbook", path.display()))?;
         if let Some((rb, _)) = loaded.checked.valid() {
-            diags.extend(runbook_core::scenario::check_against(file, rb));
+            diags.extend(runbook_core::validate::scenarios::check_against(file, rb));
         }
     }
     diags.sort_by_key(|d| (d.span.offset, d.code));
@@ -290,7 +282,7 @@ fn run_one(
     let actual =
         runbook_exec::scenario::run_paused(Arc::clone(rb), Arc::clone(plan), sc, "the scenario")
             .context("cannot start the async runtime")?;
-    let exit_code = actual.status.map(|s| crate::exec::exit_for(s) as i32);
+    let exit_code = actual.status.map(crate::Exit::code_of);
     let mismatches = compare(sc, &actual, exit_code);
     Ok(Outcome {
         suite,

@@ -272,10 +272,7 @@ fn no_region_is_a_clear_error_naming_the_step() {
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("✗ check  disk failed"), "{stdout}");
-    assert!(
-        stdout.contains("no AWS region: give the run one"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("no AWS region: pass --region"), "{stdout}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use crate::template::{self, Context};
 use crate::yaml;
 
 mod declarations;
+pub mod scenarios;
 
 /// The result of checking one runbook file.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ fn corpus() -> &'static [(String, String)] {
 
 /// A (mutated) scenario file: its own checks, then against its runbook.
 fn scenario_pipeline(name: &str, text: &str) {
-    let checked = runbook_core::scenario::check(text);
+    let checked = runbook_core::validate::scenarios::check(text);
     let runbook = name
         .strip_suffix(".test")
         .and_then(|stem| corpus().iter().find(|(n, _)| n == stem))
@@ -22,7 +22,7 @@ fn scenario_pipeline(name: &str, text: &str) {
         &checked.file,
         runbook.as_ref().and_then(|c| c.runbook.as_ref()),
     ) {
-        diags.extend(runbook_core::scenario::check_against(file, rb));
+        diags.extend(runbook_core::validate::scenarios::check_against(file, rb));
     }
     for d in &diags {
         assert!(

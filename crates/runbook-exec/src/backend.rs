@@ -42,13 +42,29 @@ pub trait Backend: Send + Sync {
     fn parameter<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String, ParameterError>>;
 }
 
-/// Where AWS calls go: the command line's flags win over the runbook's `aws:`.
+/// Where AWS calls go: the front end's settings win over the runbook's `aws:`, which win
+/// over the environment (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsSettings {
     /// Region.
     pub region: Option<String>,
     /// Named profile.
     pub profile: Option<String>,
+    /// How the front end takes a region (the CLI: `--region R`), named when no region is
+    /// found; the library knows no flags.
+    pub region_hint: Option<String>,
+}
+
+impl AwsSettings {
+    /// These settings, with the runbook's `aws:` where these have none.
+    pub fn or_runbook(&self, runbook: &runbook_core::Runbook) -> AwsSettings {
+        let from_runbook = runbook.aws.clone().unwrap_or_default();
+        AwsSettings {
+            region: self.region.clone().or(from_runbook.region),
+            profile: self.profile.clone().or(from_runbook.profile),
+            region_hint: self.region_hint.clone(),
+        }
+    }
 }
 
 /// The real world: processes, HTTP and AWS.
@@ -92,10 +108,12 @@ impl Live {
         let result = self
             .aws
             .get_or_init(|| async {
-                crate::aws::Aws::connect(&crate::aws::Settings {
-                    region: self.aws_settings.region.clone(),
-                    profile: self.aws_settings.profile.clone(),
-                })
+                let s = &self.aws_settings;
+                crate::aws::Aws::connect(
+                    s.region.as_deref(),
+                    s.profile.as_deref(),
+                    s.region_hint.as_deref(),
+                )
                 .await
             })
             .await;

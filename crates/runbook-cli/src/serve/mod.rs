@@ -83,14 +83,14 @@ async fn run(cli: &Cli, config: Config) -> anyhow::Result<Exit> {
         .with_state(Arc::clone(&server));
     // The address, for whoever started us (tests bind port 0).
     tracing::info!("listening on http://{addr}");
-    crate::commands::emit(&format!("runbook serve: listening on http://{addr}\n"))?;
+    crate::emit(&format!("runbook serve: listening on http://{addr}\n"))?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
-    crate::commands::emit("runbook serve: stopping; waiting for running dry runs to finish\n")?;
+    crate::emit("runbook serve: stopping; waiting for running dry runs to finish\n")?;
     let mut tasks = server.tasks.lock().await;
     while tasks.join_next().await.is_some() {}
-    crate::commands::emit("runbook serve: stopped\n")?;
+    crate::emit("runbook serve: stopped\n")?;
     Ok(Exit::Success)
 }
 

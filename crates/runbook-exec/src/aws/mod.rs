@@ -18,16 +18,6 @@ mod command;
 
 pub use command::{BATCH, run_command};
 
-/// Where the client's settings come from: flags first, then the runbook, then the
-/// environment (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settings {
-    /// Region.
-    pub region: Option<String>,
-    /// Named profile.
-    pub profile: Option<String>,
-}
-
 /// A Systems Manager client.
 #[derive(Debug, Clone)]
 pub struct Aws {
@@ -54,21 +44,27 @@ impl From<&str> for AwsError {
 
 impl Aws {
     /// Load the configuration and build the client. Fails without a region.
-    pub async fn connect(settings: &Settings) -> Result<Aws, AwsError> {
+    /// `region` and `profile` win over the environment's; `region_hint` says how the
+    /// front end takes a region (`--region`), named when none is found.
+    pub async fn connect(
+        region: Option<&str>,
+        profile: Option<&str>,
+        region_hint: Option<&str>,
+    ) -> Result<Aws, AwsError> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(r) = &settings.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
+        if let Some(r) = region {
+            loader = loader.region(aws_config::Region::new(r.to_string()));
         }
-        if let Some(p) = &settings.profile {
+        if let Some(p) = profile {
             loader = loader.profile_name(p);
         }
         let config = loader.load().await;
         let Some(region) = config.region().map(|r| r.to_string()) else {
-            return Err(
-                "no AWS region: give the run one, set `aws: {region: ...}` in the runbook, \
-                        or set AWS_REGION"
-                    .into(),
-            );
+            let give =
+                region_hint.map_or("give the run one".to_string(), |how| format!("pass {how}"));
+            return Err(AwsError(format!(
+                "no AWS region: {give}, set `aws: {{region: ...}}` in the runbook, or set AWS_REGION"
+            )));
         };
         Ok(Aws {
             client: Client::new(&config),

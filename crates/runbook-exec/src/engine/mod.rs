@@ -54,10 +54,8 @@ pub struct Options {
     pub operator: String,
     /// Where the runbook came from, recorded in `run_started`.
     pub origin: crate::event::Origin,
-    /// AWS region and profile from the command line (they win over the runbook's).
-    pub aws_region: Option<String>,
-    /// See `aws_region`.
-    pub aws_profile: Option<String>,
+    /// AWS region and profile from the front end (they win over the runbook's).
+    pub aws: AwsSettings,
     /// Time the run spent before this segment (a resume: see `resume::time_spent`); the
     /// run's duration is this plus the segment's.
     pub earlier: Duration,
@@ -78,8 +76,7 @@ impl Default for Options {
             run_id: "run".into(),
             operator: "operator".into(),
             origin: crate::event::Origin::default(),
-            aws_region: None,
-            aws_profile: None,
+            aws: AwsSettings::default(),
             earlier: Duration::ZERO,
             exit_code: None,
         }
@@ -237,11 +234,7 @@ impl Engine {
         sink: Arc<dyn Sink>,
         operator: Arc<dyn Operator>,
     ) -> Result<Engine, SetupError> {
-        let from_runbook = runbook.aws.clone().unwrap_or_default();
-        let backend = Live::new(AwsSettings {
-            region: options.aws_region.clone().or(from_runbook.region),
-            profile: options.aws_profile.clone().or(from_runbook.profile),
-        })?;
+        let backend = Live::new(options.aws.or_runbook(&runbook))?;
         let (tx, rx) = watch::channel(0u8);
         Ok(Engine {
             shared: Arc::new(Shared {
