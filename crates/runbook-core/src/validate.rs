@@ -635,8 +635,17 @@ impl<'a> Validator<'a> {
                 _ => cond::Ty::Dyn,
             }
         };
-        let errors = analysis.type_errors(expr, &lookup);
-        for e in errors {
+        self.cel_types(expr, analysis, &lookup);
+    }
+
+    /// RB-CEL-type at each type error of `expr`, the names typed by `lookup`.
+    fn cel_types(
+        &mut self,
+        expr: &Sp<String>,
+        analysis: &cond::Analysis,
+        lookup: &dyn Fn(&[String]) -> cond::Ty,
+    ) {
+        for e in analysis.type_errors(expr, lookup) {
             let needle = expr.get(e.offset..e.offset + e.len).unwrap_or("");
             let span = expr.locate(self.source, e.offset, needle);
             self.diags.push(

@@ -84,19 +84,13 @@ const PARAM_FIELDS: &[&str] = &[
     "values",
     "from",
 ];
-const STEP_FIELDS: &[&str] = &[
-    "id",
-    "kind",
-    "title",
-    "description",
-    "needs",
-    "phase",
-    "shell",
-    "ssm_command",
-    "ssm_automation",
-    "http",
-    "wait",
-    "manual",
+/// A step's fields: these, then the action keys ([`Action::KEYS`]), then
+/// [`STEP_FIELDS_AFTER`].
+const STEP_FIELDS_BEFORE: &[&str] = &["id", "kind", "title", "description", "needs", "phase"];
+static STEP_FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    [STEP_FIELDS_BEFORE, &Action::KEYS[..], STEP_FIELDS_AFTER].concat()
+});
+const STEP_FIELDS_AFTER: &[&str] = &[
     "capture",
     "expect",
     "on_fail",
@@ -733,7 +727,7 @@ impl<'a> Converter<'a> {
         if let Some(kind) = &kind {
             self.kind_rules(&obj, kind, &what, &cases);
         }
-        self.finish(obj, STEP_FIELDS, &what);
+        self.finish(obj, &STEP_FIELDS, &what);
         // With an invalid kind, keep the step (as a branch if it has cases, else a check) so
         // that ids, references and templates are still checked.
         let kind = kind.unwrap_or_else(|| {

@@ -97,15 +97,7 @@ impl Validator<'_> {
                 _ => cond::Ty::Dyn,
             }
         };
-        for e in analysis.type_errors(expr, &lookup) {
-            let needle = expr.get(e.offset..e.offset + e.len).unwrap_or("");
-            let span = expr.locate(self.source, e.offset, needle);
-            self.diags.push(
-                Diagnostic::new(Code::CelType, span, e.message)
-                    .label("mismatched types")
-                    .help(e.help),
-            );
-        }
+        self.cel_types(expr, &analysis, &lookup);
     }
 
     /// Phase ids are unique, every `phase:` names one, and every phase has a step.
