@@ -630,7 +630,7 @@ async fn the_first_interrupt_lets_running_steps_finish_the_second_kills_them() {
 ";
     // Level 1: the running step finishes, nothing new starts.
     let r = run_with(steps, &[("long", R::Slow(5000))], &[], yes(), |c| {
-        c.interrupt();
+        interrupt_soon(c, 1);
     })
     .await;
     assert_eq!(r.report.status, RunStatus::Interrupted);
@@ -640,8 +640,7 @@ async fn the_first_interrupt_lets_running_steps_finish_the_second_kills_them() {
 
     // Level 2: the running action is killed, with the reason recorded.
     let r = run_with(steps, &[("long", R::Hang)], &[], yes(), |c| {
-        c.interrupt();
-        c.interrupt();
+        interrupt_soon(c, 2);
     })
     .await;
     assert_eq!(r.report.status, RunStatus::Interrupted);
@@ -677,16 +676,86 @@ async fn the_first_interrupt_stops_a_polling_verify_between_attempts() {
 ";
     let script: Vec<(&str, R)> = (0..100).map(|_| ("v", R::Exit(1, ""))).collect();
     let r = run_with(steps, &script, &[], yes(), |c| {
-        c.interrupt();
+        interrupt_soon(c, 1);
     })
     .await;
     assert_eq!(r.report.status, RunStatus::Interrupted);
     assert_eq!(r.calls.len(), 1, "no attempt after the interrupt");
     let message = r.report.steps[0].message.clone().unwrap();
     assert!(
-        message.contains("stopped while waiting to retry"),
+        message.contains("stopped while waiting to retry (attempt 1 of 100"),
         "{message}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_retry_is_pending_takes_no_route_and_resume_polls_again() {
+    // Ctrl-C while a verify waits for its next attempt: it has not failed (4 attempts
+    // are left), so its `on_fail` route must not start, and `resume` polls it again.
+    let steps = "steps:
+  - id: v
+    kind: verify
+    title: Healthy
+    shell: v
+    retry: { attempts: 5, interval: 10s }
+    on_fail: { goto: fix }
+  - { id: fix, kind: check, title: Fix, shell: f }
+";
+    let r = run_with(steps, &[("v", R::Exit(1, ""))], &[], yes(), |c| {
+        interrupt_soon(c, 1);
+    })
+    .await;
+    assert_eq!(r.report.status, RunStatus::Interrupted);
+    assert_eq!(r.calls, ["v"], "the route to fix is not taken");
+    assert_eq!(r.status("v"), Pending);
+    assert_eq!(r.status("fix"), Pending);
+
+    let yaml = format!("{HEAD}{steps}");
+    let checked = runbook_core::check(&yaml, Some("t"));
+    let (rb, plan) = checked.valid().unwrap();
+    let replay = runbook_exec::resume::replay(rb, plan, &records(&r.events)).unwrap();
+    assert!(replay.restored.is_empty(), "nothing finished");
+    let sink = Arc::new(Recorder::default());
+    let script = Script::new(&[("v", ok())]);
+    let resumed = engine(rb, plan, yes(), &sink, &[], &script)
+        .resuming(
+            replay.restored.clone(),
+            Event::Resumed {
+                by: "test".into(),
+                done: Vec::new(),
+                inflight: Vec::new(),
+                torn_bytes: 0,
+                runbook_changed: false,
+            },
+        )
+        .run()
+        .await;
+    assert_eq!(resumed.status, RunStatus::Succeeded);
+    assert_eq!(script.calls(), ["v"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_before_the_first_step_starts_nothing() {
+    let steps = "steps:
+  - { id: a, kind: check, title: A, shell: a }
+";
+    let r = run_with(steps, &[("a", ok())], &[], yes(), |c| {
+        c.interrupt();
+    })
+    .await;
+    assert_eq!(r.report.status, RunStatus::Interrupted);
+    assert!(r.calls.is_empty(), "{:?}", r.calls);
+}
+
+/// Interrupt `level` times 1 ms into the run (on the paused clock: while the first
+/// steps are running or waiting).
+fn interrupt_soon(c: runbook_exec::Control, level: u8) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        for _ in 0..level {
+            c.interrupt();
+        }
+    });
 }
 
 /// Records as the journal would hold them (format 2), from a recorded run.

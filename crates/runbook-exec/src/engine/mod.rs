@@ -383,7 +383,28 @@ impl Engine {
 
         let mut record_error = None;
         let mut phases = phases::Phases::new(rb);
+        // An interrupt is taken as soon as the loop sees it, before anything starts or
+        // is routed: a step that fails at the moment of Ctrl-C must not start its
+        // `on_fail` route because the select below had not yet picked the signal.
+        let take_interrupt = |level: u8, seen: &mut u8, stopping: &mut Option<RunStatus>| {
+            if level <= *seen {
+                return;
+            }
+            *seen = level;
+            *stopping = Some(RunStatus::Interrupted);
+            let action = if level >= 2 {
+                kill_all(&kill_tx, Killed::Interrupt);
+                "killing running commands"
+            } else {
+                "no new steps start; running steps finish (interrupt again to kill them)"
+            };
+            sh.emit(Event::Signal {
+                signal: "SIGINT".into(),
+                action: action.into(),
+            });
+        };
         loop {
+            take_interrupt(*self.interrupt.borrow(), &mut interrupt_seen, &mut stopping);
             if stopping.is_none() {
                 if let Some(e) = sh.sink.error() {
                     record_error = Some(e);
@@ -474,6 +495,7 @@ impl Engine {
                     if status == Status::Declined {
                         stopping.get_or_insert(RunStatus::Aborted);
                     }
+                    take_interrupt(*self.interrupt.borrow(), &mut interrupt_seen, &mut stopping);
                     if failed && stopping.is_none() {
                         if let Some(stop) = route_failure(&sh, &mut states, &mut rounds, i) {
                             stopping = Some(stop);
@@ -486,17 +508,7 @@ impl Engine {
                         continue;
                     }
                     let level = *self.interrupt.borrow_and_update();
-                    if level > interrupt_seen {
-                        interrupt_seen = level;
-                        stopping = Some(RunStatus::Interrupted);
-                        let action = if level >= 2 {
-                            kill_all(&kill_tx, Killed::Interrupt);
-                            "killing running commands"
-                        } else {
-                            "no new steps start; running steps finish (interrupt again to kill them)"
-                        };
-                        sh.emit(Event::Signal { signal: "SIGINT".into(), action: action.into() });
-                    }
+                    take_interrupt(level, &mut interrupt_seen, &mut stopping);
                 }
             }
         }

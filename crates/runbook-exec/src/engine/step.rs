@@ -250,10 +250,21 @@ pub(super) async fn execute(
         }
         if kind == StepKind::Verify && hyp {
             // It could hold or fail: show both what follows and its failure route.
+            let failing = match task.step.on_fail.as_ref().map(|f| &f.value) {
+                Some(runbook_core::model::OnFail::Goto { goto }) => {
+                    format!(
+                        "; what follows and its on_fail route (→ {}) are both shown",
+                        goto.value
+                    )
+                }
+                _ => String::new(),
+            };
             return task.finish(
                 Ending::new(Status::Pending, Route::Every)
                     .hypothetical(true)
-                    .message("dry run: verifies the effect of acts that did not run"),
+                    .message(format!(
+                        "dry run: verifies the effect of acts that did not run{failing}"
+                    )),
             );
         }
     }
@@ -597,14 +608,20 @@ pub(super) async fn attempts(
             () = killed(kill.clone()) => true,
         };
         if stop {
-            return task.finish(
-                Ending::new(Status::Failed, Route::Nowhere)
+            // The step did not use up its attempts: it has not failed, and no `on_fail`
+            // route may follow from it. It is pending, so `resume` runs it again.
+            let mut o = task.finish(
+                Ending::new(Status::Pending, Route::Nowhere)
                     .hypothetical(hyp)
                     .result(Some(value))
                     .attempts(attempt)
-                    .message(format!("{message} (stopped while waiting to retry)"))
+                    .message(format!(
+                        "stopped while waiting to retry (attempt {attempt} of {max}: {message})"
+                    ))
                     .exit_code(result.exit_code),
             );
+            o.stop = Some(RunStatus::Interrupted);
+            return o;
         }
         interval = interval.mul_f64(backoff);
         attempt += 1;
