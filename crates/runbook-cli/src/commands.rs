@@ -45,11 +45,17 @@ pub(crate) fn list(cli: &Cli) -> anyhow::Result<Exit> {
         ]);
     }
     if rows.is_empty() {
-        let dirs: Vec<String> = library::search_path(&cli.dirs)
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        diagnostics::warning(&format!("no runbooks found in {}", dirs.join(", ")));
+        let search = library::search_path(&cli.dirs);
+        let dirs: Vec<String> = search.iter().map(|d| d.display().to_string()).collect();
+        if search.iter().all(|d| !d.is_dir()) {
+            diagnostics::warning(&format!(
+                "no runbooks found: {} {} not a directory",
+                dirs.join(", "),
+                if dirs.len() == 1 { "is" } else { "are" }
+            ));
+        } else {
+            diagnostics::warning(&format!("no runbooks found in {}", dirs.join(", ")));
+        }
         return Ok(Exit::Success);
     }
     emit(&table::render(

@@ -99,6 +99,31 @@ impl AwsArgs {
     }
 }
 
+/// The newest live run that did not succeed (interrupted, failed, aborted): what `resume
+/// last` most likely meant when the last run was a dry run.
+fn last_resumable(store: &Store) -> Option<String> {
+    store.journals().ok()?.iter().rev().find_map(|path| {
+        let read = runbook_exec::journal::read(path).ok()?;
+        let live = matches!(
+            read.records.first().map(|r| &r.event),
+            Some(runbook_exec::Event::RunStarted {
+                mode: Mode::Live,
+                ..
+            })
+        );
+        let succeeded = read.records.iter().any(|r| {
+            matches!(
+                r.event,
+                runbook_exec::Event::RunFinished {
+                    status: runbook_exec::RunStatus::Succeeded,
+                    ..
+                }
+            )
+        });
+        (live && !succeeded).then(|| runbook_exec::journal::run_id_of(path))
+    })
+}
+
 /// Run `runbook exec`.
 pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
     let (name, from_alert) = match &args.alert {
@@ -449,7 +474,12 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
                 ResumeError::Aborted => return Ok(Exit::Declined),
                 ResumeError::Replay(_) => return Err(e.into()),
                 ResumeError::DryRun { .. } => {
-                    format!("{e}, start a new one with `runbook exec`")
+                    let other = (args.run_id == "last")
+                        .then(|| last_resumable(&store))
+                        .flatten()
+                        .map(|id| format!("; the last live run that did not succeed is {id}: `runbook resume {id}`"))
+                        .unwrap_or_default();
+                    format!("{e}, start a new one with `runbook exec`{other}")
                 }
                 ResumeError::Changed(c) => format!(
                     "refusing to resume {}: {e}; resume with --force to go on with the file as it is{}",
@@ -567,6 +597,13 @@ pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Exit> {
         torn_bytes,
         runbook_changed: changed,
     };
+    if args.run.output == ExecOutput::Human {
+        // `run_started` is not written again: say which run goes on.
+        crate::emit(&format!(
+            "{} — {}\nrun {} (resumed)\n\n",
+            rb.name.value, rb.title.value, state.run_id
+        ))?;
+    }
     drive(
         rb,
         plan,

@@ -151,6 +151,32 @@ pub fn resolve(name: &str, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
             }
         }
     }
+    // A file whose `name:` is NAME (`list` shows runbooks by that name, whatever the
+    // file is called; the validator warns about the mismatch, RB026).
+    let named: Vec<PathBuf> = all_files(dirs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            Loaded::read(p).is_ok_and(|l| {
+                l.checked
+                    .runbook
+                    .as_ref()
+                    .is_some_and(|r| r.name.value == name)
+            })
+        })
+        .collect();
+    match named.as_slice() {
+        [] => {}
+        [one] => return Ok(one.clone()),
+        many => {
+            let files: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+            bail!(
+                "{} runbooks are named `{name}`: {}\nhelp: give the file's path, and rename all but one",
+                many.len(),
+                files.join(", ")
+            )
+        }
+    }
     let known: Vec<String> = all_files(dirs)
         .unwrap_or_default()
         .iter()

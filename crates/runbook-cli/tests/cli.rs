@@ -551,3 +551,31 @@ fn usage_errors_exit_2() {
             .contains("no such file or directory: no/such/file.yaml")
     );
 }
+
+/// `list` shows a runbook by its `name:`; that name finds it even when the file is called
+/// something else, and two files with one name are an error naming both.
+#[test]
+fn a_runbook_is_found_by_its_name_even_in_a_file_named_otherwise() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(root().join("runbooks/disk-full.yaml")).expect("runbook");
+    std::fs::write(dir.path().join("copy.yaml"), &text).expect("write");
+    let d = dir.path().to_string_lossy().to_string();
+    let out = runbook(&["plan", "disk-full", "--dir", &d])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("plan: disk-full"));
+
+    std::fs::write(dir.path().join("other.yaml"), &text).expect("write");
+    let out = runbook(&["plan", "disk-full", "--dir", &d])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("2 runbooks are named `disk-full`")
+            && stderr.contains("copy.yaml")
+            && stderr.contains("other.yaml"),
+        "{stderr}"
+    );
+}

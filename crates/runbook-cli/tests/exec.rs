@@ -1477,6 +1477,43 @@ mod resume {
         assert!(stdout.contains("✓ check  fix ok"), "{stdout}");
     }
 
+    /// `resume last` after a dry run: refused, naming the live run it most likely meant;
+    /// that run resumes under a header that says which run goes on.
+    #[test]
+    fn resume_last_after_a_dry_run_names_the_run_to_resume() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dir_param = format!("dir={}", dir.path().display());
+        let route = fixture("route-manual");
+        let out = with_state(
+            state.path(),
+            &["exec", &route, "--auto-manual", "-p", &dir_param],
+        );
+        assert_eq!(code(&out), 1, "{:?}", text(&out));
+        let live = only_journal(state.path());
+        let live_id = live.file_stem().unwrap().to_string_lossy().to_string();
+        let out = with_state(
+            state.path(),
+            &["exec", &route, "--dry-run", "-p", &dir_param],
+        );
+        assert_eq!(code(&out), 1, "{:?}", text(&out));
+        let out = with_state(state.path(), &["resume", "last"]);
+        let (_, stderr) = text(&out);
+        assert_eq!(code(&out), 2, "{stderr}");
+        assert!(
+            stderr.contains(&format!("`runbook resume {live_id}`")),
+            "{stderr}"
+        );
+        std::fs::write(dir.path().join("ok"), "").unwrap();
+        let out = with_state(state.path(), &["resume", &live_id]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 0, "{stdout}{stderr}");
+        assert!(
+            stdout.contains(&format!("run {live_id} (resumed)")),
+            "{stdout}"
+        );
+    }
+
     #[test]
     fn a_changed_runbook_is_refused_unless_forced() {
         let state = tempfile::tempdir().unwrap();
