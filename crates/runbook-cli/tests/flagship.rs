@@ -149,6 +149,8 @@ fn db_connection_error_finds_and_terminates_long_queries() {
         "exec",
         "db-connection-error",
         "-p",
+        "region=us-east-1",
+        "-p",
         &port,
         "-p",
         "max_connections=5",
@@ -236,6 +238,8 @@ fn db_connection_error_finds_and_terminates_long_queries() {
         .args([
             "exec",
             "db-connection-error",
+            "-p",
+            "region=us-east-1",
             "--yes",
             "--auto-manual",
             "-p",
@@ -282,6 +286,8 @@ fn db_connection_error_with_no_long_query_never_asks_to_terminate() {
         .args([
             "exec",
             "db-connection-error",
+            "-p",
+            "region=us-east-1",
             "-p",
             &port,
             "-p",

@@ -112,6 +112,8 @@ fn pg_dump_backup_and_restore_round_trip_encrypted_and_plain() {
             .args([
                 "exec",
                 "db-dump-backup",
+                "-p",
+                "region=us-east-1",
                 "--yes",
                 "--auto-manual",
                 "--output",
@@ -158,6 +160,8 @@ fn pg_dump_backup_and_restore_round_trip_encrypted_and_plain() {
             .args([
                 "exec",
                 "db-dump-restore",
+                "-p",
+                "region=us-east-1",
                 "--yes",
                 "--auto-manual",
                 "--output",
@@ -212,7 +216,7 @@ head -c 524288 /dev/zero > "{m}/logs/old-notes.txt"
 head -c 1048576 /dev/zero > "{m}/logs/new.log"
 touch -d '10 days ago' "{m}"/logs/old-*
 set +e
-"$RUNBOOK" exec disk-full --yes --auto-manual --output json -p mount="{m}" -p log_dir="{m}/logs" -p threshold=90 -p log_age_days=7 -p db_instance=no-such-db > "{r}.events"
+"$RUNBOOK" exec disk-full --yes --auto-manual --output json -p mount="{m}" -p log_dir="{m}/logs" -p threshold=90 -p log_age_days=7 -p db_instance=no-such-db -p region=us-east-1 > "{r}.events"
 echo "exit=$?" > "{r}"
 ls "{m}/logs" >> "{r}"
 df --output=pcent "{m}" | tail -1 >> "{r}"
