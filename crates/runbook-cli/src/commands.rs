@@ -643,8 +643,9 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
             ));
             o.push_str(&format!("Step `{}`.", s.id.value));
         } else {
+            // Numbers right-aligned, so the lines under step 10 line up with step 9's.
             o.push_str(&format!(
-                "\n  {}. [{kind}] {}  ({})\n",
+                "\n{:>3}. [{kind}] {}  ({})\n",
                 n + 1,
                 crate::graph::shown_title(rb, s),
                 s.id.value
@@ -694,8 +695,12 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
             if markdown {
                 o.push_str(&format!("\n```{lang}\n{code}\n```\n"));
             } else {
-                for line in code.lines() {
-                    o.push_str(&format!("     $ {line}\n"));
+                // A shell script is one command continued over lines: `$` on its first
+                // line only (as `plan`); Run Command's commands each get one.
+                let script = matches!(s.action, Some(Action::Shell(_)));
+                for (k, line) in code.lines().enumerate() {
+                    let mark = if k == 0 || !script { "$" } else { " " };
+                    o.push_str(&format!("     {mark} {line}\n"));
                 }
             }
         }

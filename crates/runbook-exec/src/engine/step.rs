@@ -245,7 +245,7 @@ pub(super) async fn execute(
             return task.finish(
                 Ending::new(Status::NotExecuted, Route::Normal)
                     .hypothetical(true)
-                    .message("dry run: not executed"),
+                    .message("dry run"),
             );
         }
         if kind == StepKind::Verify && hyp {
