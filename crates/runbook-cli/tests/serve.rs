@@ -612,8 +612,9 @@ fn a_real_alertmanager_delivers_an_alert_that_starts_the_diagnosis() {
 fn a_library_runbook_answers_a_disk_alert_with_its_checks_and_withholds_its_acts() {
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
-    let mount = dir.path().join("data");
-    std::fs::create_dir(&mount).unwrap();
+    // The logs the runbook lists are in its default log_dir, /var/log, and it lists only
+    // logs on the alerted filesystem: the alert is for the filesystem that holds them.
+    let mount = std::path::PathBuf::from("/var/log");
     let marker = dir.path().join("unused");
     let s = serve_dir(&receiver, &root().join("runbooks"), "", dir, marker);
     let alert = serde_json::json!({
