@@ -308,7 +308,7 @@ fn alert_start(
             found.push(((*a).clone(), f));
         }
     }
-    let Some((alert, first)) = found.first() else {
+    if found.is_empty() {
         let names: Vec<&str> = firing.iter().map(|a| a.name.as_str()).collect();
         crate::emit(&format!(
             "nothing to start: no runbook{} answers {}\n",
@@ -316,7 +316,7 @@ fn alert_start(
             names.join(", ")
         ))?;
         return Ok(Err(Exit::Success));
-    };
+    }
     let mut runbooks: Vec<&str> = found
         .iter()
         .map(|(_, f)| f.matched.runbook.as_str())
@@ -331,15 +331,13 @@ fn alert_start(
         ));
         return Ok(Err(Exit::Invalid));
     }
-    if found.len() > 1 {
-        crate::diagnostics::warning(&format!(
-            "{} firing alerts in this payload answer {}: running it for {} only",
-            found.len(),
-            first.matched.runbook,
-            alert.name
-        ));
-    }
-    if !first.problems.is_empty() {
+    // The first alert whose parameters the runbook accepts is the one it runs for.
+    let startable: Vec<&(runbook_exec::alert::Alert, crate::alerts::Found)> = found
+        .iter()
+        .filter(|(_, f)| f.problems.is_empty())
+        .collect();
+    let Some((alert, first)) = startable.first().map(|p| (&p.0, &p.1)) else {
+        let (alert, first) = &found[0];
         crate::diagnostics::error(&format!(
             "alert {} cannot start {}:\n  {}",
             alert.name,
@@ -347,6 +345,14 @@ fn alert_start(
             first.problems.join("\n  ")
         ));
         return Ok(Err(Exit::Invalid));
+    };
+    if startable.len() > 1 {
+        crate::diagnostics::warning(&format!(
+            "{} firing alerts in this payload answer {}: running it for {} only",
+            startable.len(),
+            first.matched.runbook,
+            alert.name
+        ));
     }
     let name = first.loaded.path.display().to_string();
     Ok(Ok((name, alert.clone(), first.matched.params.clone())))

@@ -292,3 +292,50 @@ fn the_library_answers_the_seeds_alarms() {
         }
     }
 }
+
+/// Two firing alerts answer one runbook, but the first gives a parameter it refuses: the
+/// run is for the alert it accepts, without a warning about the other.
+#[test]
+fn exec_alert_runs_for_the_alert_whose_params_the_runbook_accepts() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let alert = |mount: &str, fingerprint: &str| {
+        serde_json::json!({
+            "status": "firing",
+            "labels": {"alertname": "NodeFilesystemAlmostFull", "instance": "web-1:9100", "mountpoint": mount},
+            "annotations": {"summary": "filesystem almost full", "threshold": "1"},
+            "startsAt": "2026-12-05T03:02:00Z",
+            "fingerprint": fingerprint
+        })
+    };
+    let payload = serde_json::json!({
+        "version": "4",
+        "status": "firing",
+        "receiver": "runbook",
+        "groupLabels": {"alertname": "NodeFilesystemAlmostFull"},
+        "alerts": [alert("relative/path", "01"), alert("/var/log", "02")]
+    });
+    let file = dir.path().join("two.json");
+    std::fs::write(&file, payload.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .env("RUNBOOK_STATE_DIR", state.path())
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        .env_remove("RUNBOOK_PATH")
+        .args(["--dir", "runbooks", "exec", "--dry-run", "--alert"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stdout.contains("params mount=/var/log threshold=1"),
+        "{stdout}{stderr}"
+    );
+    assert!(!stderr.contains("cannot start"), "{stderr}");
+    assert!(
+        !stderr.contains("firing alerts in this payload"),
+        "{stderr}"
+    );
+}

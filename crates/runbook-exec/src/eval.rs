@@ -154,12 +154,29 @@ fn from_cel(v: &cel::Value) -> Value {
 
 /// `a = 1, b = "x"` for messages.
 pub fn show(values: &serde_json::Map<String, Value>) -> String {
+    /// Longest value shown: a condition on a whole step (`has(steps.x.y)`) reads an object
+    /// with its output; the journal keeps it whole.
+    const SHOWN_CHARS: usize = 80;
     values
         .iter()
-        .map(|(k, v)| format!("{k} = {v}"))
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) if s == MISSING => MISSING.to_string(),
+                other => other.to_string(),
+            };
+            let cut = runbook_core::text::prefix_chars(&text, SHOWN_CHARS);
+            if cut.len() < text.len() {
+                format!("{k} = {cut}…")
+            } else {
+                format!("{k} = {text}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// What `seen` records for a name that has no value in the scope.
+const MISSING: &str = "<missing>";
 
 /// The values of the qualified names the expression reads.
 fn seen(expr: &str, scope: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
@@ -175,7 +192,7 @@ fn seen(expr: &str, scope: &serde_json::Map<String, Value>) -> serde_json::Map<S
         let key = name.join(".");
         match cur {
             Some(v) => out.insert(key, v.clone()),
-            None => out.insert(key, Value::String("<missing>".into())),
+            None => out.insert(key, Value::String(MISSING.into())),
         };
     }
     out
