@@ -170,6 +170,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> anyhow::Result<Exit> {
             .map(|p| runbook_exec::params::parse_assignment(p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("--param {e}"))?;
+        warn_repeated_params(&given);
         let mut file = match &args.params_file {
             Some(path) => read_params_file(path)?,
             None => serde_json::Map::new(),
@@ -356,6 +357,21 @@ fn alert_start(
     }
     let name = first.loaded.path.display().to_string();
     Ok(Ok((name, alert.clone(), first.matched.params.clone())))
+}
+
+/// A name given twice with --param: the last value counts, and the operator is told so
+/// (a pasted command line with an old value left in it is an easy mistake at 3 a.m.).
+fn warn_repeated_params(given: &[(String, String)]) {
+    let mut seen = std::collections::BTreeMap::new();
+    for (name, value) in given {
+        if let Some(first) = seen.insert(name.as_str(), value.as_str()) {
+            if first != value {
+                crate::diagnostics::warning(&format!(
+                    "--param {name} is given more than once; the last value counts: {name}={value}"
+                ));
+            }
+        }
+    }
 }
 
 /// Say which programs the shell steps call that are not installed, before anything runs.

@@ -437,6 +437,49 @@ fn acts_without_a_terminal_or_yes_are_refused_before_anything_runs() {
     assert!(stderr.contains("--yes"), "{stderr}");
 }
 
+/// A value too large for an integer says so (not "expected an integer"), and a name
+/// given twice warns which value counts.
+#[test]
+fn an_integer_out_of_range_and_a_repeated_param_are_explained() {
+    let out = runbook()
+        .args([
+            "exec",
+            "runbooks/db-connection-error.yaml",
+            "--dry-run",
+            "-p",
+            "db_port=99999999999999999999",
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stderr}");
+    assert!(
+        stderr.contains("`99999999999999999999` is out of range for an integer"),
+        "{stderr}"
+    );
+    let out = runbook()
+        .args([
+            "exec",
+            "runbooks/db-connection-error.yaml",
+            "-p",
+            "db_port=1",
+            "-p",
+            "db_instance=a",
+            "-p",
+            "db_instance=bad name;rm",
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "--param db_instance is given more than once; the last value counts: db_instance=bad name;rm"
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bad_params_are_all_reported_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();

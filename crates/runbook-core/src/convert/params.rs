@@ -189,11 +189,21 @@ fn type_noun(ty: ParamType) -> &'static str {
 pub fn coerce_param(param: &Param, text: &str) -> Result<serde_json::Value, String> {
     let value = match param.ty.value {
         ParamType::String | ParamType::Secret => serde_json::Value::String(text.to_string()),
-        ParamType::Integer => text
-            .trim()
-            .parse::<i64>()
-            .map(Into::into)
-            .map_err(|_| format!("expected an integer, got `{text}`"))?,
+        ParamType::Integer => {
+            text.trim()
+                .parse::<i64>()
+                .map(Into::into)
+                .map_err(|e| match e.kind() {
+                    std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                        format!(
+                            "`{text}` is out of range for an integer ({} to {})",
+                            i64::MIN,
+                            i64::MAX
+                        )
+                    }
+                    _ => format!("expected an integer, got `{text}`"),
+                })?
+        }
         ParamType::Number => text
             .trim()
             .parse::<f64>()
