@@ -63,7 +63,8 @@ fn graph_edges(rb: &Runbook, plan: &Plan, src: usize) -> Vec<GraphEdge> {
 fn edge_label(rb: &Runbook, src: usize, edge: Edge) -> Option<String> {
     match edge {
         Edge::Next | Edge::Needs => None,
-        Edge::Case(k) => Some(rb.steps[src].cases[k].when.value.clone()),
+        // Cases are tried in order: the number says which come first.
+        Edge::Case(k) => Some(format!("{}. {}", k + 1, rb.steps[src].cases[k].when.value)),
         Edge::Default => Some("otherwise".into()),
         Edge::FailGoto => Some("on failure".into()),
     }

@@ -49,6 +49,8 @@ fn every_change_and_risk_in_three_formats() {
         "new_act",
         "changed_act",
         "confirm_removed",
+        "confirm_changed",
+        "no_longer_act",
         "verify_removed",
         "check_removed_before_act",
         "on_fail_changed",

@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Action, Param, Runbook, Step, StepKind};
+use crate::model::{Param, Runbook, Step, StepKind};
 use crate::plan::Plan;
 use crate::render::{render_step, static_data};
 use crate::template::Renderer;
@@ -54,6 +54,10 @@ pub enum RiskKind {
     ChangedAct,
     /// An act no longer asks for confirmation with its own question.
     ConfirmRemoved,
+    /// An act asks a different confirmation question.
+    ConfirmChanged,
+    /// An act became a check or verify: it runs in dry runs and without asking.
+    NoLongerAct,
     /// An act no longer has a verify after it.
     VerifyRemoved,
     /// A check that came before an act is gone.
@@ -77,6 +81,8 @@ impl RiskKind {
             RiskKind::NewAct => "new act",
             RiskKind::ChangedAct => "changed act",
             RiskKind::ConfirmRemoved => "confirm removed",
+            RiskKind::ConfirmChanged => "confirm changed",
+            RiskKind::NoLongerAct => "no longer an act",
             RiskKind::VerifyRemoved => "verify removed",
             RiskKind::CheckRemovedBeforeAct => "check removed before an act",
             RiskKind::OnFailChanged => "on_fail changed",
@@ -258,7 +264,11 @@ fn fields(step: &Step, data: &serde_json::Value, r: &Renderer) -> Vec<(String, S
         step.retry
             .as_ref()
             .map(|r| {
-                let mut t = format!("{} attempts", r.attempts);
+                let mut t = if r.attempts == 1 {
+                    "1 attempt".to_string()
+                } else {
+                    format!("{} attempts", r.attempts)
+                };
                 if let Some(i) = &r.interval {
                     t.push_str(&format!(" every {}", i.value.text));
                 }
@@ -376,19 +386,6 @@ fn raw_count(step: &Step) -> usize {
         .sum()
 }
 
-fn command_text(step: &Step) -> String {
-    match &step.action {
-        Some(Action::Shell(sh)) => sh.run.value.clone(),
-        Some(Action::SsmCommand(c)) => c
-            .commands
-            .iter()
-            .map(|x| x.value.clone())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// Whether a step's templates read `params.<name>`.
 fn reads_param(step: &Step, name: &str) -> bool {
     let needle = format!("params.{name}");
@@ -502,9 +499,7 @@ pub fn diff(old: &Runbook, old_plan: &Plan, new: &Runbook, new_plan: &Plan) -> D
                 );
             }
             if s.kind.value == StepKind::Check {
-                if let Some(m) =
-                    crate::facts::mutating_command(&command_text(s)).map(str::to_string)
-                {
+                if let Some((_, m)) = crate::facts::mutation(s) {
                     risk(
                         RiskKind::MutatingCheck,
                         Some(id),
@@ -555,6 +550,31 @@ pub fn diff(old: &Runbook, old_plan: &Plan, new: &Runbook, new_plan: &Plan) -> D
                 format!("act `{id}` lost its confirmation question"),
             );
         }
+        if let (true, StepKind::Act, Some(before), Some(now)) =
+            (is_act, o.kind.value, &o.confirm, &s.confirm)
+        {
+            if before.value != now.value {
+                risk(
+                    RiskKind::ConfirmChanged,
+                    Some(id),
+                    format!(
+                        "act `{id}` asks a different question: \"{}\" → \"{}\"",
+                        before.value.trim(),
+                        now.value.trim()
+                    ),
+                );
+            }
+        }
+        if o.kind.value == StepKind::Act && !is_act {
+            risk(
+                RiskKind::NoLongerAct,
+                Some(id),
+                format!(
+                    "act `{id}` became a {}: it runs in dry runs and without asking",
+                    s.kind.value.as_str()
+                ),
+            );
+        }
         if is_act
             && o.kind.value == StepKind::Act
             && verified_after(old, old_plan, oi)
@@ -594,10 +614,12 @@ pub fn diff(old: &Runbook, old_plan: &Plan, new: &Runbook, new_plan: &Plan) -> D
             );
         }
         if s.kind.value == StepKind::Check {
-            let (now_text, before_text) = (command_text(s), command_text(o));
-            let now = crate::facts::mutating_command(&now_text);
-            let before = crate::facts::mutating_command(&before_text);
-            if let (Some(m), None) = (now, before) {
+            // A mutating check is new unless the step was already a check that looked so
+            // (an act turned into a check with the same command is the worst case).
+            let before = (o.kind.value == StepKind::Check)
+                .then(|| crate::facts::mutation(o))
+                .flatten();
+            if let (Some((_, m)), None) = (crate::facts::mutation(s), before) {
                 risk(
                     RiskKind::MutatingCheck,
                     Some(id),

@@ -52,7 +52,19 @@ pub(crate) fn mutating_check(step: &Step) -> Option<Diagnostic> {
     if step.kind.value != StepKind::Check {
         return None;
     }
-    let (span, what) = match &step.action {
+    let (span, what) = mutation(step)?;
+    Some(
+        Diagnostic::new(Code::MutatingCheck, span, format!("check `{}` looks like it changes something (`{what}`)", step.id.value))
+            .label("mutating command in a check")
+            .help("checks run live in a dry run; make this an `act` step (confirmed, skipped in dry runs) or use a read-only command"),
+    )
+}
+
+/// What in a step's action looks like it changes the system (the RB027 patterns: a
+/// mutating shell or Run Command command, an HTTP method other than GET/HEAD/OPTIONS),
+/// whatever the step's kind; with where it is.
+pub(crate) fn mutation(step: &Step) -> Option<(crate::diag::Span, String)> {
+    match &step.action {
         Some(Action::Shell(sh)) => mutating_command(&sh.run).map(|m| (sh.run.span, m.to_string())),
         Some(Action::SsmCommand(c)) => c
             .commands
@@ -67,12 +79,7 @@ pub(crate) fn mutating_check(step: &Step) -> Option<Diagnostic> {
             Some((h.url.span, format!("HTTP {}", h.method.as_str())))
         }
         _ => None,
-    }?;
-    Some(
-        Diagnostic::new(Code::MutatingCheck, span, format!("check `{}` looks like it changes something (`{what}`)", step.id.value))
-            .label("mutating command in a check")
-            .help("checks run live in a dry run; make this an `act` step (confirmed, skipped in dry runs) or use a read-only command"),
-    )
+    }
 }
 
 /// Values a step provides besides its captures.
