@@ -34,8 +34,9 @@ pub fn replay(
         );
     }
     let run_id = runbook_exec::journal::run_id_of(&journal);
-    let Some(runbook_exec::Event::RunStarted { origin, .. }) =
-        read.records.first().map(|r| &r.event)
+    let Some(runbook_exec::Event::RunStarted {
+        origin, runbook, ..
+    }) = read.records.first().map(|r| &r.event)
     else {
         bail!("{}: not a run journal (no run_started)", journal.display());
     };
@@ -54,6 +55,16 @@ pub fn replay(
         ));
         return Ok(Exit::Invalid);
     };
+    // Another version of the same runbook is what a replay compares; another runbook is a
+    // mistake in the command line, not a changed path.
+    if rb.name.value != *runbook {
+        crate::diagnostics::error(&format!(
+            "run {run_id} was a run of `{runbook}`, not of `{}` ({}): replay it against a version of `{runbook}`",
+            rb.name.value,
+            target.display()
+        ));
+        return Ok(Exit::Invalid);
+    }
     let recorded = runbook_exec::scenario::recorded(&read.records, rb)?;
     match recorded
         .scenario
@@ -105,8 +116,8 @@ pub fn replay(
             }
             if same {
                 o.push_str(&format!(
-                    "ok   {shown_target} takes the path run {run_id} took ({} steps: {})\n",
-                    expected.len(),
+                    "ok   {shown_target} takes the path run {run_id} took ({}: {})\n",
+                    crate::table::plural(expected.len(), "step"),
                     expected.join(" → ")
                 ));
             } else {

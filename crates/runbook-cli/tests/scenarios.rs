@@ -200,3 +200,53 @@ fn the_library_scenarios_pass_with_full_coverage() {
         assert_eq!(c["reached"], c["total"], "{c:#}");
     }
 }
+
+/// A wrong field in a result shared through a YAML anchor is reported once per step it
+/// is wrong for, not once per alias that uses it.
+#[test]
+fn a_wrong_field_in_an_anchor_is_reported_once_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.yaml"),
+        "apiVersion: runbook/v1\nname: s\ntitle: S\nsteps:\n  - { id: a, kind: check, title: A, shell: \"true\" }\n  - { id: b, kind: check, title: B, shell: \"true\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("s.test.yaml"),
+        "x-ok: &ok { exit_code: 0, status: 200 }\nscenarios:\n  - name: one\n    results: { a: *ok, b: *ok }\n  - name: two\n    results: { a: *ok, b: *ok }\n",
+    )
+    .unwrap();
+    let file = dir.path().join("s.test.yaml");
+    let (code, _, stderr) = run(&["test", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.matches("error[RB030]").count(), 2, "{stderr}");
+    assert!(stderr.contains("s.test.yaml:1:27"), "{stderr}");
+}
+
+/// Replaying a run against another runbook is a mistake on the command line, said as such.
+#[test]
+fn replay_against_another_runbook_says_whose_run_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let rb = dir.path().join("p.yaml");
+    std::fs::write(
+        &rb,
+        "apiVersion: runbook/v1\nname: p\ntitle: P\nsteps:\n  - { id: a, kind: check, title: A, shell: \"true\" }\n",
+    )
+    .unwrap();
+    let out = runbook(&["exec", rb.to_str().unwrap()])
+        .env("RUNBOOK_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = runbook(&["test", "--replay", "last", "runbooks/disk-full.yaml"])
+        .env("RUNBOOK_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("was a run of `p`, not of `disk-full`"),
+        "{stderr}"
+    );
+}

@@ -229,5 +229,13 @@ pub fn check_against(file: &ScenarioFile, rb: &Runbook) -> Vec<Diagnostic> {
         }
     }
     out.sort_by_key(|d| (d.span.offset, d.code));
-    out
+    // A result in a YAML anchor is checked once per alias that uses it: the same problem
+    // at the same place is reported once.
+    let mut once: Vec<Diagnostic> = Vec::with_capacity(out.len());
+    for d in out {
+        if !once.contains(&d) {
+            once.push(d);
+        }
+    }
+    once
 }
