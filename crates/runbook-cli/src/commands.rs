@@ -704,6 +704,23 @@ pub(crate) fn show_text(rb: &Runbook, plan: &Plan, markdown: bool) -> String {
                 }
             }
         }
+        // The environment a script reads (`$NAME`) is part of what it does.
+        if let Some(Action::Shell(sh)) = &s.action {
+            for (k, v) in &sh.env {
+                o.push_str(&if markdown {
+                    format!("\nEnvironment: `{k}={}`\n", v.value)
+                } else {
+                    format!("     env {k}={}\n", v.value)
+                });
+            }
+            if let Some(cwd) = &sh.cwd {
+                o.push_str(&if markdown {
+                    format!("\nWorking directory: `{}`\n", cwd.value)
+                } else {
+                    format!("     cwd {}\n", cwd.value)
+                });
+            }
+        }
         let mut notes = Vec::new();
         if let Some(ph) = s
             .phase

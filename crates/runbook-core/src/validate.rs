@@ -182,10 +182,22 @@ impl<'a> Validator<'a> {
             let analysis = self.analyzer.step(step);
             self.analyzed.push(analysis);
         }
-        let mutating = self
-            .analyzed
-            .iter_mut()
-            .filter_map(|a| a.mutating_check.take());
+        // RB027 is about checks: a step whose `kind` is itself in error (it was taken as a
+        // check only to go on checking the rest) gets no lint about being a check.
+        let kind_in_error = |step: &Step, diags: &[Diagnostic]| {
+            let k = step.kind.span;
+            diags.iter().any(|d| {
+                d.is_error() && d.span.offset >= k.offset && d.span.offset < k.offset + k.len.max(1)
+            })
+        };
+        let mut mutating = Vec::new();
+        for (step, a) in self.rb.steps.iter().zip(self.analyzed.iter_mut()) {
+            if let Some(d) = a.mutating_check.take() {
+                if !kind_in_error(step, self.diags) {
+                    mutating.push(d);
+                }
+            }
+        }
         self.diags.extend(mutating);
         let ids = self.duplicate_ids();
         self.references(&ids);
@@ -863,6 +875,20 @@ mod tests {
             .iter()
             .map(|d| (d.code, d.span.line))
             .collect()
+    }
+
+    /// A step whose `kind` is wrong or missing is taken as a check only so the rest is
+    /// checked: it gets the kind's error, not a lint about being a mutating check.
+    #[test]
+    fn a_step_without_a_valid_kind_gets_no_check_lint() {
+        let text = "apiVersion: runbook/v1\nname: k\ntitle: K\nsteps:\n  - { id: a, kind: アクト, title: A, shell: \"rm -rf /tmp/x\" }\n  - { id: b, title: B, shell: \"rm -rf /tmp/y\" }\n  - { id: c, kind: check, title: C, shell: \"rm -rf /tmp/z\" }\n";
+        let checked = check(text, Some("k"));
+        let lints: Vec<u32> = codes(&checked)
+            .into_iter()
+            .filter(|(c, _)| *c == Code::MutatingCheck)
+            .map(|(_, line)| line)
+            .collect();
+        assert_eq!(lints, [7], "{:?}", codes(&checked));
     }
 
     /// Steps normally arrive one by one while the file is read; steps taken from a `<<`

@@ -620,6 +620,8 @@ impl<'a> Converter<'a> {
                 );
             }
         }
+        // Where the kind is (or would be): an inferred kind points there, at its error.
+        let kind_at = obj.get("kind").map_or(node.span, |n| n.span);
         let kind = match obj.get("kind") {
             Some(n) => self.choice(n, "step `kind`", &StepKind::ALL),
             None => {
@@ -736,7 +738,7 @@ impl<'a> Converter<'a> {
             } else {
                 StepKind::Check
             };
-            Sp::new(inferred, node.span)
+            Sp::new(inferred, kind_at)
         });
         Some(Step {
             id: id.unwrap_or_else(|| Sp::new(format!("#{}", index + 1), node.span)),
