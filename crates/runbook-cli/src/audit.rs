@@ -187,6 +187,20 @@ fn load(state: &Store, run: &str) -> anyhow::Result<(PathBuf, Read)> {
     Ok((path, read))
 }
 
+/// The runbook a run used, if its file is still byte for byte what the run read: it
+/// gives the kind of steps that never started (skipped), which no record names.
+fn runbook_as_run(records: &[Record]) -> Option<runbook_core::Runbook> {
+    let Event::RunStarted { origin, .. } = &records.first()?.event else {
+        return None;
+    };
+    let loaded = crate::library::Loaded::read(std::path::Path::new(&origin.path)).ok()?;
+    let now = runbook_exec::session::origin(&loaded.path, &loaded.source);
+    if now.sha256 != origin.sha256 {
+        return None;
+    }
+    loaded.checked.runbook
+}
+
 fn show(state: &Store, run: &str, format: AuditFormat) -> anyhow::Result<Exit> {
     let (path, read) = load(state, run)?;
     match format {
@@ -199,7 +213,8 @@ fn show(state: &Store, run: &str, format: AuditFormat) -> anyhow::Result<Exit> {
         AuditFormat::Human => {
             let color =
                 anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never;
-            let human = crate::display::Human::new(None, color, true);
+            let rb = runbook_as_run(&read.records);
+            let human = crate::display::Human::new(rb.as_ref(), color, true);
             for r in &read.records {
                 let at = humantime::parse_rfc3339(&r.ts).unwrap_or(SystemTime::UNIX_EPOCH);
                 human.emit(at, &r.event);

@@ -1520,6 +1520,31 @@ mod resume {
         assert!(stdout.contains("✓ check  fix ok"), "{stdout}");
     }
 
+    /// `audit show` gives the kind of a step that never started (skipped by a branch), from
+    /// the runbook file while it is still the one the run read.
+    #[test]
+    fn audit_show_names_the_kind_of_a_skipped_step() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ok"), "").unwrap();
+        let out = with_state(
+            state.path(),
+            &[
+                "exec",
+                &fixture("route-manual"),
+                "--auto-manual",
+                "-p",
+                &format!("dir={}", dir.path().display()),
+            ],
+        );
+        assert_eq!(code(&out), 0, "{:?}", text(&out));
+        let (stdout, _) = text(&with_state(state.path(), &["audit", "show", "last"]));
+        assert!(
+            stdout.contains("– check  call skipped: decide chose another route"),
+            "{stdout}"
+        );
+    }
+
     /// `resume last` after a dry run: refused, naming the live run it most likely meant;
     /// that run resumes under a header that says which run goes on.
     #[test]
