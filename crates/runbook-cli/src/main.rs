@@ -14,6 +14,7 @@ mod exec;
 mod fuzz;
 mod graph;
 mod library;
+mod params;
 mod replay;
 mod scenarios;
 mod serve;
