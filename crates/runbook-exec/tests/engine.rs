@@ -710,28 +710,10 @@ async fn an_interrupted_retry_is_pending_takes_no_route_and_resume_polls_again()
     assert_eq!(r.status("v"), Pending);
     assert_eq!(r.status("fix"), Pending);
 
-    let yaml = format!("{HEAD}{steps}");
-    let checked = runbook_core::check(&yaml, Some("t"));
-    let (rb, plan) = checked.valid().unwrap();
-    let replay = runbook_exec::resume::replay(rb, plan, &records(&r.events)).unwrap();
+    let (resumed, replay) = resume_from(steps, &r.events, &[("v", ok())]).await;
     assert!(replay.restored.is_empty(), "nothing finished");
-    let sink = Arc::new(Recorder::default());
-    let script = Script::new(&[("v", ok())]);
-    let resumed = engine(rb, plan, yes(), &sink, &[], &script)
-        .resuming(
-            replay.restored.clone(),
-            Event::Resumed {
-                by: "test".into(),
-                done: Vec::new(),
-                inflight: Vec::new(),
-                torn_bytes: 0,
-                runbook_changed: false,
-            },
-        )
-        .run()
-        .await;
-    assert_eq!(resumed.status, RunStatus::Succeeded);
-    assert_eq!(script.calls(), ["v"]);
+    assert_eq!(resumed.report.status, RunStatus::Succeeded);
+    assert_eq!(resumed.calls, ["v"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -780,11 +762,20 @@ async fn resume_after(
     answers: &[Answer],
     then: &[(&str, R)],
 ) -> (Run, runbook_exec::resume::Replay) {
+    let before = run_with(steps, first, answers, Options::default(), |_| {}).await;
+    resume_from(steps, &before.events, then).await
+}
+
+/// Resume the run that recorded `events`, with `then` as the script.
+async fn resume_from(
+    steps: &str,
+    events: &[Event],
+    then: &[(&str, R)],
+) -> (Run, runbook_exec::resume::Replay) {
     let yaml = format!("{HEAD}{steps}");
     let checked = runbook_core::check(&yaml, Some("t"));
     let (rb, plan) = checked.valid().unwrap();
-    let before = run_with(steps, first, answers, Options::default(), |_| {}).await;
-    let replay = runbook_exec::resume::replay(rb, plan, &records(&before.events)).unwrap();
+    let replay = runbook_exec::resume::replay(rb, plan, &records(events)).unwrap();
     let sink = Arc::new(Recorder::default());
     let script = Script::new(then);
     let engine = engine(rb, plan, yes(), &sink, &[], &script).resuming(
